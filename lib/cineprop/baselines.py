@@ -1,0 +1,101 @@
+"""Baselines every learned method is measured against.
+
+* ``copy``: every query frame gets the mask of its nearest support frame.
+* ``flow``: the nearest support masks are carried frame by frame with dense optical flow
+  (:mod:`cineprop.flow`), from both sides when the frame lies between two supports, blended by
+  temporal distance.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from cineprop.flow import FlowField, warp
+from cineprop.io.cine import Cine
+from cineprop.metrics import dice
+from cineprop.propagation import Propagation, finish
+from cineprop.support import SupportSet, neighbours
+
+
+def _certainty(p: np.ndarray) -> float:
+    """Mean ``|2p − 1|`` over the pixels where ``p`` is undecided or foreground; 1 for a crisp mask."""
+    region = p > 0.05
+    return float(np.abs(2.0 * p[region] - 1.0).mean()) if region.any() else 1.0
+
+
+class CopyPropagator:
+    """Repeat the nearest support frame's mask (ties go to the earlier frame).
+
+    Confidence decays with the distance ``d`` to the nearest support: ``1 / (1 + d)``.
+    """
+
+    name = "copy"
+
+    def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
+        start = time.perf_counter()
+        h, w, t = cine.shape
+        probabilities = {}
+        distance = np.full(t, np.inf)
+        for label in support.labels:
+            frames = support.frames_of(label)
+            prob = np.zeros((h, w, t), np.float32)
+            for i in range(t):
+                nearest = min(frames, key=lambda f: (abs(f - i), f))
+                prob[:, :, i] = support.masks[label][nearest]
+                distance[i] = min(distance[i], abs(nearest - i))
+            probabilities[label] = prob
+        return finish(probabilities, 1.0 / (1.0 + distance), support, time.perf_counter() - start)
+
+
+class FlowPropagator:
+    """Warp the nearest support masks frame by frame with Farnebäck optical flow.
+
+    Soft masks are warped (bilinear), so uncertainty shows as blur; frames between two supports
+    blend both directions with weights ``(b − t)/(b − a)`` and ``(t − a)/(b − a)``. Confidence is
+    the Dice agreement of the two directions where both exist, else the crispness of the warped
+    mask.
+    """
+
+    name = "flow"
+
+    def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
+        start = time.perf_counter()
+        h, w, t = cine.shape
+        field = FlowField(cine.frames)
+        probabilities = {}
+        confidence = np.zeros((len(support.labels), t), np.float32)
+        for slot, label in enumerate(support.labels):
+            frames = support.frames_of(label)
+            masks = {f: m.astype(np.float32) for f, m in support.masks[label].items()}
+            forward = self._chain(field, masks, frames, t, +1)
+            backward = self._chain(field, masks, frames, t, -1)
+            prob = np.zeros((h, w, t), np.float32)
+            for i in range(t):
+                a, b = neighbours(frames, i)
+                if a is not None and b is not None and a != b:
+                    wa = (b - i) / (b - a)
+                    prob[:, :, i] = wa * forward[i] + (1 - wa) * backward[i]
+                    confidence[slot, i] = dice(forward[i] > 0.5, backward[i] > 0.5)
+                else:
+                    prob[:, :, i] = forward[i] if a is not None else backward[i]
+                    confidence[slot, i] = _certainty(prob[:, :, i])
+            probabilities[label] = prob
+        return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start)
+
+    @staticmethod
+    def _chain(field: FlowField, masks: dict[int, np.ndarray], frames: list[int], t: int,
+               step: int) -> dict[int, np.ndarray]:
+        """Carry each support mask in direction ``step`` until the next support frame (exclusive)."""
+        out: dict[int, np.ndarray] = {}
+        order = range(t) if step > 0 else range(t - 1, -1, -1)
+        current = None
+        for i in order:
+            if i in masks:
+                current = masks[i]
+            elif current is not None:
+                current = warp(current, field.step(i, i - step))
+            if current is not None:
+                out[i] = current
+        return out

@@ -1,0 +1,33 @@
+"""Cine and label I/O with exact geometry round trips (see :mod:`cineprop.io.volume`)."""
+
+from cineprop.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from cineprop.io.cine import (
+    Cine,
+    assemble_labels,
+    cines_from_volume,
+    labels_for,
+    load_cines,
+    load_labelled_cine,
+    slice_positions,
+    stem,
+)
+from cineprop.io.volume import (
+    MAX_FRAMES,
+    MAX_LABEL,
+    MAX_SIDE,
+    MAX_VOXELS,
+    Geometry,
+    Volume,
+    as_label_array,
+    read_image,
+    read_label,
+    write_image,
+    write_label,
+)
+
+__all__ = [
+    "MAX_FRAMES", "MAX_LABEL", "MAX_SIDE", "MAX_VOXELS", "Cine", "Geometry", "Volume", "as_label_array",
+    "assemble_labels", "atomic_path", "atomic_write_bytes", "atomic_write_text", "cines_from_volume",
+    "labels_for", "load_cines", "load_labelled_cine", "read_image", "read_label", "slice_positions", "stem",
+    "write_image", "write_label",
+]

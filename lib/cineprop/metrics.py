@@ -1,0 +1,107 @@
+"""Segmentation metrics per frame and the per-sequence score used by ``cineprop evaluate``.
+
+Score definition (so numbers compare across methods and with ``docs/benchmarks.md``): per sequence
+and label, the mean per-frame Dice over the *query* frames (support frames of that label
+excluded) where the ground truth or the prediction is non-empty.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    total = int(pred.sum()) + int(gt.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, gt).sum()) / total
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; 1.0 when both are empty."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    union = int(np.logical_or(pred, gt).sum())
+    return 1.0 if union == 0 else int(np.logical_and(pred, gt).sum()) / union
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, structure=np.ones((3, 3), bool), border_value=0)
+
+
+def hausdorff95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> float:
+    """95th-percentile symmetric surface distance in mm; NaN when either mask is empty."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if not pred.any() or not gt.any():
+        return math.nan
+    sp, sg = _surface(pred), _surface(gt)
+    to_gt = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
+    to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
+    return float(np.percentile(np.concatenate([to_gt, to_pred]), 95))
+
+
+def temporal_stability(pred_areas: Sequence[float], gt_areas: Sequence[float]) -> float:
+    """Mean frame-to-frame change of the predicted area relative to the ground truth's.
+
+    ``mean|ΔA_pred| / mean|ΔA_gt|``: 1.0 means the prediction changes as much as the truth does;
+    above 1 it flickers, below 1 it is stiffer. NaN when the truth's area never changes.
+    """
+    dp = np.abs(np.diff(np.asarray(pred_areas, float)))
+    dg = np.abs(np.diff(np.asarray(gt_areas, float)))
+    if dp.size == 0 or dg.mean() == 0:
+        return math.nan
+    return float(dp.mean() / dg.mean())
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def score_label(pred: np.ndarray, gt: np.ndarray, query: Sequence[int],
+                spacing: Sequence[float] = (1.0, 1.0)) -> dict:
+    """Score one label of one sequence.
+
+    Args:
+        pred, gt: ``H×W×T`` boolean masks of the label.
+        query: the frames to score (the label's support frames excluded).
+
+    Returns:
+        ``dice, iou, hd95`` (means over scored frames), ``stability``, ``frames`` (scored frame
+        indices) and ``per_frame_dice``; ``dice`` is NaN when no query frame has the label in
+        either the prediction or the truth.
+    """
+    scored = [t for t in query if gt[:, :, t].any() or pred[:, :, t].any()]
+    per_frame = {t: dice(pred[:, :, t], gt[:, :, t]) for t in scored}
+    return {
+        "dice": _nanmean(list(per_frame.values())),
+        "iou": _nanmean([iou(pred[:, :, t], gt[:, :, t]) for t in scored]),
+        "hd95": _nanmean([hausdorff95(pred[:, :, t], gt[:, :, t], spacing) for t in scored]),
+        "stability": temporal_stability(pred.sum(axis=(0, 1)), gt.sum(axis=(0, 1))),
+        "frames": scored,
+        "per_frame_dice": [round(per_frame[t], 4) for t in scored],
+    }
+
+
+def summarise(per_sequence: Sequence[dict]) -> tuple[float, dict]:
+    """``mean_dice`` over all (sequence, label) scores and the per-label means of each metric.
+
+    Args:
+        per_sequence: items with ``"labels": {label: score_label(...)}``.
+    """
+    by_label: dict[str, dict[str, list[float]]] = {}
+    all_dice: list[float] = []
+    for seq in per_sequence:
+        for label, s in seq["labels"].items():
+            slot = by_label.setdefault(str(label), {"dice": [], "iou": [], "hd95": [], "stability": []})
+            for key in slot:
+                slot[key].append(s[key])
+            all_dice.append(s["dice"])
+    per_label = {
+        label: {key: _nanmean(vals) for key, vals in slot.items()} | {"sequences": len(slot["dice"])}
+        for label, slot in sorted(by_label.items(), key=lambda kv: int(kv[0]))
+    }
+    return _nanmean(all_dice), per_label

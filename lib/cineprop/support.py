@@ -1,0 +1,184 @@
+"""Support frames: the painted frames a propagation starts from.
+
+A :class:`SupportSet` maps each label value to the frames painted for it and their binary masks.
+Each label is its own few-shot task, so two labels may be painted on different frames.
+
+* From a user's label volume (:meth:`SupportSet.from_labels`): the support frames are the frames
+  whose label is non-empty (or the frames named explicitly); a label's support frames are those of
+  them where it appears.
+* For evaluation (:func:`select_support`): per label, ``first`` takes the first frame where that
+  label appears, ``middle`` the middle one of those frames; ``shots=K`` adds ``K − 1`` more of
+  those frames spread evenly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from cineprop.errors import SupportError
+
+STRATEGIES = ("first", "middle")
+
+
+@dataclass
+class SupportSet:
+    """Per-label painted frames of one cine.
+
+    Attributes:
+        masks: ``{label: {frame_idx: H×W bool mask}}``; every mask is non-empty.
+        shape: ``(H, W, T)`` of the cine.
+    """
+
+    masks: dict[int, dict[int, np.ndarray]]
+    shape: tuple[int, int, int]
+    _frames: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        h, w, t = self.shape
+        clean: dict[int, dict[int, np.ndarray]] = {}
+        for label, frames in sorted(self.masks.items()):
+            if not 1 <= int(label) <= 255:
+                raise SupportError(f"label value {label} is outside 1..255")
+            for idx, mask in sorted(frames.items()):
+                if not 0 <= int(idx) < t:
+                    raise SupportError(f"support frame {idx} is outside 0..{t - 1}")
+                mask = np.asarray(mask, dtype=bool)
+                if mask.shape != (h, w):
+                    raise SupportError(f"support mask of frame {idx} has shape {mask.shape}, expected {(h, w)}")
+                if mask.any():
+                    clean.setdefault(int(label), {})[int(idx)] = mask
+        if not clean:
+            raise SupportError("no support: paint at least one structure on at least one frame")
+        self.masks = clean
+        self._frames = sorted({f for frames in clean.values() for f in frames})
+
+    @property
+    def labels(self) -> list[int]:
+        """Label values with at least one support frame, ascending."""
+        return sorted(self.masks)
+
+    @property
+    def frames(self) -> list[int]:
+        """All support frames (of any label), ascending."""
+        return list(self._frames)
+
+    def frames_of(self, label: int) -> list[int]:
+        return sorted(self.masks[label])
+
+    def label_array(self, frame_idx: int) -> np.ndarray:
+        """The ``H×W`` uint8 label image painted on ``frame_idx`` (0 where nothing was painted)."""
+        out = np.zeros(self.shape[:2], dtype=np.uint8)
+        for label, frames in self.masks.items():
+            if frame_idx in frames:
+                out[frames[frame_idx]] = label
+        return out
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, frames: Iterable[int] | None = None) -> "SupportSet":
+        """Build the support from an ``H×W×T`` label array.
+
+        Args:
+            labels: integer labels, 0 background.
+            frames: restrict the support to these frames; default: every frame with a non-zero label.
+
+        Raises:
+            SupportError: nothing painted, or a named frame is out of range.
+        """
+        labels = np.asarray(labels)
+        if labels.ndim != 3:
+            raise SupportError(f"support labels must be H×W×T, got shape {labels.shape}")
+        t = labels.shape[2]
+        if frames is None:
+            chosen = [i for i in range(t) if labels[:, :, i].any()]
+        else:
+            chosen = sorted({int(i) for i in frames})
+            bad = [i for i in chosen if not 0 <= i < t]
+            if bad:
+                raise SupportError(f"support frames {bad} are outside 0..{t - 1}")
+        masks: dict[int, dict[int, np.ndarray]] = {}
+        for i in chosen:
+            frame = labels[:, :, i]
+            for value in np.unique(frame):
+                if value:
+                    masks.setdefault(int(value), {})[i] = frame == value
+        return cls(masks, tuple(labels.shape))  # type: ignore[arg-type]
+
+    def restricted_to(self, labels: Sequence[int]) -> "SupportSet":
+        return SupportSet({k: v for k, v in self.masks.items() if k in labels}, self.shape)
+
+
+def spread_frames(candidates: Sequence[int], anchor_pos: int, shots: int) -> list[int]:
+    """Pick ``shots`` of ``candidates`` (sorted frames): the anchor plus others spread evenly.
+
+    The evenly spaced positions ``round(linspace(0, n−1, shots))`` (halves up) are taken, the one nearest the
+    anchor is replaced by the anchor, and clashes are resolved with the nearest unused positions.
+    """
+    n = len(candidates)
+    if shots < 1:
+        raise SupportError(f"shots must be ≥ 1, got {shots}")
+    if shots >= n:
+        return list(candidates)
+    positions = [int(np.floor(p + 0.5)) for p in np.linspace(0, n - 1, shots)]
+    nearest = min(range(shots), key=lambda i: abs(positions[i] - anchor_pos))
+    positions[nearest] = anchor_pos
+    chosen: list[int] = []
+    for p in positions:
+        if p in chosen:
+            p = min((q for q in range(n) if q not in chosen), key=lambda q: abs(q - p))
+        chosen.append(p)
+    return sorted(candidates[p] for p in chosen)
+
+
+def select_support(labels: np.ndarray, strategy: str = "first", shots: int = 1,
+                   label_values: Iterable[int] | None = None) -> SupportSet:
+    """Choose evaluation support frames from a ground-truth ``H×W×T`` label array, per label.
+
+    Args:
+        strategy: ``"first"`` or ``"middle"`` (see the module docstring).
+        shots: number of support frames per label.
+        label_values: labels to include; default every label present.
+    """
+    if strategy not in STRATEGIES:
+        raise SupportError(f"unknown support strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    labels = np.asarray(labels)
+    values = sorted(int(v) for v in np.unique(labels) if v) if label_values is None else sorted(label_values)
+    masks: dict[int, dict[int, np.ndarray]] = {}
+    for value in values:
+        present = [i for i in range(labels.shape[2]) if (labels[:, :, i] == value).any()]
+        if not present:
+            continue
+        anchor = 0 if strategy == "first" else len(present) // 2
+        masks[value] = {i: labels[:, :, i] == value for i in spread_frames(present, anchor, shots)}
+    return SupportSet(masks, tuple(labels.shape))  # type: ignore[arg-type]
+
+
+def query_frames(support: SupportSet, label: int) -> list[int]:
+    """Frames to be predicted (and scored) for ``label``: every frame not painted for it."""
+    painted = set(support.frames_of(label))
+    return [i for i in range(support.shape[2]) if i not in painted]
+
+
+def labels_from_probabilities(probabilities: Mapping[int, np.ndarray], threshold: float = 0.5) -> np.ndarray:
+    """Combine per-label foreground probabilities (each ``H×W×T``) into one uint8 label array.
+
+    A voxel takes the label of highest probability when that probability is ≥ ``threshold``.
+    """
+    items = sorted(probabilities.items())
+    if not items:
+        raise SupportError("no labels to combine")
+    stack = np.stack([p for _, p in items], axis=0)
+    best = stack.argmax(axis=0)
+    values = np.array([label for label, _ in items], dtype=np.uint8)
+    out = values[best]
+    out[stack.max(axis=0) < threshold] = 0
+    return out
+
+
+def neighbours(frames: Sequence[int], t: int) -> tuple[int | None, int | None]:
+    """The nearest support frames at or before ``t`` and at or after ``t`` (``None`` if absent)."""
+    left = max((f for f in frames if f <= t), default=None)
+    right = min((f for f in frames if f >= t), default=None)
+    return left, right

@@ -1,0 +1,53 @@
+"""Shared fixtures: synthetic cines written as real NIfTI files, the bundled sample study, shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cineprop.io import Geometry, Volume, write_image, write_label
+from cineprop.synthetic import moving_shapes
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+
+
+def shared_data() -> Path | None:
+    """The shared data folder (``$CINEPROP_SHARED_DATA`` or ``../shared/data`` beside the repo)."""
+    candidates = [os.environ.get("CINEPROP_SHARED_DATA"), REPO.parent / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "acdc" / "splits.csv").exists():
+            return Path(c)
+    return None
+
+
+@pytest.fixture
+def synthetic():
+    """(frames H×W×T float32, labels H×W×T uint8) with 2 labels, 48×56×10."""
+    return moving_shapes(48, 56, 10, labels=2, seed=3)
+
+
+@pytest.fixture
+def geometry3d():
+    """A non-trivial 3D geometry (anisotropic spacing, offset origin, rotated direction)."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+    return Geometry((0.7, 0.9, 2.5), (-12.5, 30.25, 7.0), direction)
+
+
+@pytest.fixture
+def synthetic_files(tmp_path, synthetic, geometry3d):
+    """The synthetic cine written as ``cine.nii.gz`` + ``cine_label.nii.gz``; returns (image, label) paths."""
+    frames, labels = synthetic
+    image = write_image(tmp_path / "cine.nii.gz", frames, geometry3d)
+    label = write_label(tmp_path / "cine_label.nii.gz", labels, Volume(frames, geometry3d))
+    return image, label
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    assert (SAMPLE / "patient001_frame01.nii.gz").exists(), "bundled sample study missing"
+    return SAMPLE

@@ -14,9 +14,16 @@ from cineprop.support import SupportSet
 
 
 def configure_threads(device: str) -> None:
-    """Use every core for CPU inference once (torch defaults to the physical cores, often fewer)."""
-    if device == "cpu" and torch.get_num_threads() < (os.cpu_count() or 1):
-        torch.set_num_threads(os.cpu_count() or 1)
+    """Use every core this process may run on for CPU inference (torch defaults to the physical cores).
+
+    An explicit ``OMP_NUM_THREADS`` wins (e.g. on a machine shared with a training job, where more
+    threads than free cores make every step many times slower).
+    """
+    if device != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() < cores:
+        torch.set_num_threads(cores)
 
 
 class ModelPropagator:
@@ -27,12 +34,15 @@ class ModelPropagator:
         device: torch device string.
         memory: feed confident predictions back as memory (see :class:`SessionConfig`).
         flag_threshold: confidence below which frames are flagged.
+        options: :class:`SessionConfig` fields by name (strings are converted), e.g.
+            ``{"memory_threshold": "0"}`` from ``--option memory_threshold=0``.
     """
 
     name = "model"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", memory: bool = True,
-                 flag_threshold: float | None = None, config: SessionConfig | None = None):
+                 flag_threshold: float | None = None, config: SessionConfig | None = None,
+                 options: dict | None = None):
         from cineprop.checkpoints import load_model
 
         configure_threads(device)
@@ -40,16 +50,29 @@ class ModelPropagator:
         self.checkpoint = checkpoint
         self.model, self.payload = load_model(checkpoint, device)
         config = config or SessionConfig()
-        config = replace(config, memory=memory)
+        config = replace(config, memory=memory).with_options(dict(options or {}))
         if flag_threshold is not None:
             config = replace(config, flag_threshold=float(flag_threshold))
         self.config = config
+        #: a ``relearn`` checkpoint (TAU attached) runs the video phase's two-stage inference
+        self.two_stage = None
+        if getattr(self.model, "tau", None) is not None:
+            from cineprop.relearn.propagator import TwoStagePropagator
+
+            self.two_stage = TwoStagePropagator(model=self.model, payload=self.payload, device=device,
+                                                session_config=config)
 
     def session(self, cine: Cine) -> PropagationSession:
-        """A session for interactive use (add supports, propagate, correct, propagate again)."""
-        return PropagationSession(self.model, cine, self.config, self.device)
+        """A session for interactive use (add supports, propagate, correct, propagate again).
+
+        For a relearned checkpoint this is stage 1 only (the image weights it stores).
+        """
+        model = self.model if self.two_stage is None else self.two_stage.stage1
+        return PropagationSession(model, cine, self.config, self.device)
 
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
+        if self.two_stage is not None:
+            return self.two_stage.propagate(cine, support)
         session = self.session(cine)
         session.set_supports(support)
         return session.propagate()

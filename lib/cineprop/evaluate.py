@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from cineprop.errors import InputError, where
 from cineprop.io.atomic import atomic_write_text
-from cineprop.io.cine import load_labelled_cine
-from cineprop.metrics import score_label, summarise
+from cineprop.io.cine import Cine, load_labelled_cine
+from cineprop.metrics import flagging_summary, score_label, summarise
 from cineprop.propagation import Propagator
 from cineprop.support import query_frames, select_support
 
@@ -84,16 +84,47 @@ def _split_ids(split_file: str | os.PathLike, split: str | None) -> list[str]:
     return ids
 
 
+def loop_indices(num_frames: int, length: int) -> np.ndarray:
+    """Frame order of a cine played forwards, backwards, forwards… until ``length`` frames (``0, 1, …, T−1, T−2, …``)."""
+    if num_frames < 2:
+        return np.zeros(max(length, num_frames), int)
+    period = list(range(num_frames)) + list(range(num_frames - 2, 0, -1))
+    return np.array([period[i % len(period)] for i in range(max(length, num_frames))])
+
+
+def looped(cine: Cine, truth: np.ndarray, length: int) -> tuple[Cine, np.ndarray]:
+    """A long clip made by looping ``cine`` forwards and backwards (see :func:`loop_indices`)."""
+    order = loop_indices(cine.num_frames, length)
+    return (Cine(cine.frames[:, :, order], cine.spacing, f"{cine.name}_loop{len(order)}", cine.slice_index),
+            np.ascontiguousarray(truth[:, :, order]))
+
+
+def quarter_dice(scores: dict, num_frames: int) -> list[float]:
+    """Mean per-frame Dice (over labels and frames) in each quarter of the clip: drift shows as a falling curve."""
+    out = []
+    for q in range(4):
+        lo, hi = q * num_frames / 4, (q + 1) * num_frames / 4
+        values = [d for s in scores.values() for t, d in zip(s["frames"], s["per_frame_dice"]) if lo <= t < hi]
+        out.append(round(float(np.mean(values)), 4) if values else float("nan"))
+    return out
+
+
 def evaluate(cases: Sequence[Case], propagator: Propagator, strategy: str = "first", shots: int = 1,
              overlays: str | os.PathLike | None = None, slice_index: int | None = None,
-             labels: Iterable[int] | None = None, progress: bool = True) -> dict:
-    """Propagate and score every case; return the report dict (see the module docstring)."""
+             labels: Iterable[int] | None = None, progress: bool = True, loop: int | None = None) -> dict:
+    """Propagate and score every case; return the report dict (see the module docstring).
+
+    ``loop``: play each cine forwards and backwards until it has at least this many frames (a long
+    clip whose content repeats, so a method that does not drift keeps its Dice to the end).
+    """
     per_sequence = []
     total_frames, total_seconds = 0, 0.0
     bar = tqdm(cases, desc=f"evaluate {propagator.name}", unit="cine", disable=not progress, file=sys.stderr)
     for case in bar:
         _, pairs = load_labelled_cine(case.image, case.label, slice_index)
         for cine, truth in pairs:
+            if loop:
+                cine, truth = looped(cine, truth, loop)
             support = select_support(truth, strategy, shots, labels)
             result = propagator.propagate(cine, support)
             total_frames += cine.num_frames
@@ -106,13 +137,21 @@ def evaluate(cases: Sequence[Case], propagator: Propagator, strategy: str = "fir
                 "support_frames": {str(k): support.frames_of(k) for k in support.labels},
                 "confidence": [round(float(c), 4) for c in result.confidence],
                 "flagged": result.flagged(),
+                "quarter_dice": quarter_dice(scores, cine.num_frames),
                 "labels": {str(k): v for k, v in scores.items()},
             })
+            if "relearn" in result.details:  # what test-time relearning did on this cine
+                per_sequence[-1]["relearn"] = result.details["relearn"]
             if overlays is not None:
                 _save_overlay(Path(overlays), cine, result.labels, truth, support.frames, propagator.name, scores)
             bar.set_postfix(dice=f"{np.nanmean([s['dice'] for s in scores.values()]):.3f}")
     mean_dice, per_label = summarise(per_sequence)
     return {
+        # does the per-frame confidence flag the frames that need review? (see metrics.flagging_summary)
+        "flagging": flagging_summary(per_sequence),
+        "loop": loop,
+        "quarter_dice": [round(float(np.nanmean(q)), 4) if np.isfinite(q).any() else None
+                         for q in np.array([s["quarter_dice"] for s in per_sequence], float).T],
         "method": propagator.name,
         "support": strategy,
         "shots": shots,
@@ -148,6 +187,15 @@ def format_table(report: dict) -> str:
         lines.append(f"{label:>6} {s['dice']:7.3f} {s['iou']:7.3f} {s['hd95']:8.2f} {s['stability']:10.2f} "
                      f"{s['sequences']:6d}")
     lines.append(f"{'mean':>6} {report['mean_dice']:7.3f}")
+    if report.get("loop"):
+        lines.append(f"looped to >= {report['loop']} frames; Dice by quarter of the clip: "
+                     + " ".join("n/a" if q is None else f"{q:.3f}" for q in report["quarter_dice"]))
+    flag = report.get("flagging")
+    if flag and flag["query_frames"]:
+        recall = "n/a" if not flag["bad_frames"] else f"{flag['recall_bad_frames']:.2f}"
+        lines.append(f"flags: {flag['flagged_frames']}/{flag['query_frames']} query frames "
+                     f"(rate {flag['flag_rate']:.2f}); recall of frames with Dice < {flag['bad_dice']}: {recall} "
+                     f"({flag['flagged_bad_frames']}/{flag['bad_frames']})")
     return "\n".join(lines)
 
 

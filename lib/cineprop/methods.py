@@ -20,6 +20,7 @@ _REGISTRY: dict[str, str] = {
     "flow": "cineprop.baselines:FlowPropagator",
     "demons": "cineprop.baselines:DemonsPropagator",
     "model": "cineprop.engine:ModelPropagator",
+    "relearn": "cineprop.relearn.propagator:RelearnPropagator",
 }
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -27,6 +28,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "flow": "warp the nearest support masks with dense optical flow (baseline)",
     "demons": "carry the nearest support masks with SimpleITK demons registration (peer baseline)",
     "model": "few-shot image model with confidence-gated memory (bundled checkpoint by default)",
+    "relearn": "per-cine test-time spatiotemporal consistency relearning of the image model, then two-stage "
+               "inference (options: --steps, --option KEY=VALUE)",
 }
 
 

@@ -105,3 +105,34 @@ def summarise(per_sequence: Sequence[dict]) -> tuple[float, dict]:
         for label, slot in sorted(by_label.items(), key=lambda kv: int(kv[0]))
     }
     return _nanmean(all_dice), per_label
+
+
+def flagging_summary(per_sequence: Sequence[dict], bad_dice: float = 0.5) -> dict:
+    """How well the per-frame confidence flags the frames that need review.
+
+    A *bad* frame is a query frame (painted for no label) where some label's per-frame Dice is
+    below ``bad_dice``. Reported: ``recall_bad_frames`` = flagged bad frames / bad frames (NaN when
+    there is none) and ``flag_rate`` = flagged query frames / query frames.
+
+    Args:
+        per_sequence: items with ``flagged``, ``support_frames`` (``{label: frames}``), ``frames``
+            (count) and ``labels`` (``{label: score_label(...)}``).
+    """
+    bad = flagged_bad = flagged = queries = 0
+    for seq in per_sequence:
+        painted = {f for frames in seq["support_frames"].values() for f in frames}
+        query = [t for t in range(seq["frames"]) if t not in painted]
+        worst: dict[int, float] = {}
+        for s in seq["labels"].values():
+            for t, d in zip(s["frames"], s["per_frame_dice"]):
+                worst[t] = min(worst.get(t, 1.0), d)
+        flags = set(seq["flagged"])
+        bad_frames = [t for t in query if worst.get(t, 1.0) < bad_dice]
+        bad += len(bad_frames)
+        flagged_bad += sum(t in flags for t in bad_frames)
+        flagged += sum(t in flags for t in query)
+        queries += len(query)
+    return {"bad_dice": bad_dice, "bad_frames": bad, "flagged_bad_frames": flagged_bad,
+            "recall_bad_frames": flagged_bad / bad if bad else math.nan,
+            "flagged_frames": flagged, "query_frames": queries,
+            "flag_rate": flagged / queries if queries else math.nan}

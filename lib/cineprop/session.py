@@ -49,6 +49,10 @@ class SessionConfig:
         batch_frames: frames per backbone batch.
         max_cached_frames: feature cache size (≈0.7 MB per frame at R=128).
         flag_threshold: frames below this confidence are flagged for review.
+        support_weight_floor: lowest weight of a painted frame's shot (see :func:`shot_weight`).
+        memory_needs_object: never write an empty prediction to memory. An empty map is "certain",
+            but as a shot it carries nothing and dilutes the painted frames' masks, so after one
+            dropout frame the object would be lost for the rest of the clip.
     """
 
     memory: bool = True
@@ -61,6 +65,30 @@ class SessionConfig:
     batch_frames: int = 16
     max_cached_frames: int = 600
     flag_threshold: float = 0.5
+    support_weight_floor: float = 0.0
+    memory_needs_object: bool = True
+
+    def with_options(self, options: dict) -> "SessionConfig":
+        """A copy with ``options`` applied, converting strings (``"0.3"``, ``"false"``) to the field types."""
+        from dataclasses import fields as dc_fields, replace as dc_replace
+
+        from cineprop.errors import CinepropError
+
+        kinds = {f.name: type(getattr(self, f.name)) for f in dc_fields(self)}
+        changes = {}
+        for name, value in options.items():
+            if name not in kinds:
+                raise CinepropError(f"unknown session option {name!r}; known: {', '.join(sorted(kinds))}")
+            try:
+                if kinds[name] is bool and isinstance(value, str):
+                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(value)
+                    changes[name] = value.lower() in ("true", "1", "yes")
+                else:
+                    changes[name] = kinds[name](value)
+            except (TypeError, ValueError):
+                raise CinepropError(f"session option {name}={value!r}: expected {kinds[name].__name__}") from None
+        return dc_replace(self, **changes)
 
 
 @dataclass
@@ -72,6 +100,15 @@ class _Sweep:
     certainty: dict[int, float]
     anchor: dict[int, int]                # label -> painted frame the chain started from
     memory: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)  # state after this frame
+
+
+def shot_weight(distance: float, temporal_scale: float, floor: float = 0.0) -> float:
+    """Weight of a painted frame ``distance`` frames away: ``max(exp(−|d|/scale), floor)``.
+
+    A floor > 0 keeps the painted frame in every prediction however far away it is (re-anchoring,
+    as SAM 2 keeps its conditioning frames), so memory cannot take over completely on long clips.
+    """
+    return max(float(np.exp(-abs(distance) / temporal_scale)), floor)
 
 
 def certainty(prob: np.ndarray) -> float:
@@ -103,6 +140,8 @@ class PropagationSession:
         self._encodings: dict[tuple[int, int], list[torch.Tensor]] = {}
         self._sweeps: dict[int, dict[int, _Sweep]] = {1: {}, -1: {}}
         self.stats: Counter = Counter()
+        #: ``{label: T×R×R}`` foreground probabilities of the last :meth:`propagate` inside the ROI.
+        self.roi_probabilities: dict[int, np.ndarray] = {}
 
     # ---- supports --------------------------------------------------------------------------------
     def add_support(self, frame_idx: int, labels: np.ndarray) -> None:
@@ -207,10 +246,13 @@ class PropagationSession:
         forward, backward = self._sweep(1), self._sweep(-1)
         probabilities = {label: np.zeros((h, w, t), np.float32) for label in self.supports}
         confidence = np.ones((len(self.supports), t), np.float32)
+        self.roi_probabilities = {}
         for slot, label in enumerate(sorted(self.supports)):
+            roi_probs = self.roi_probabilities[label] = np.zeros((t, self.resolution, self.resolution), np.float32)
             for i in range(t):
                 f, b = forward[i], backward[i]
                 p, conf = self._blend(label, i, f, b)
+                roi_probs[i] = p
                 probabilities[label][:, :, i] = self.roi.paste(p, (h, w))
                 confidence[slot, i] = conf
         support = self.support_set()
@@ -269,7 +311,8 @@ class PropagationSession:
                 result.memory[label] = (frame_idx, torch.from_numpy(mask)[None].to(self.device))
                 continue
             shots = [self._encoding(label, f) for f in behind[:cfg.max_shots]]
-            weights = [float(np.exp(-abs(frame_idx - f) / cfg.temporal_scale)) for f in behind[:cfg.max_shots]]
+            weights = [shot_weight(frame_idx - f, cfg.temporal_scale, cfg.support_weight_floor)
+                       for f in behind[:cfg.max_shots]]
             if cfg.memory and label in memory and memory[label][0] not in behind[:cfg.max_shots]:
                 m_frame, m_mask = memory[label]
                 shots.append(self._memory_encoding(m_frame, m_mask))
@@ -282,7 +325,7 @@ class PropagationSession:
         for (label, _, _), prob in zip(todo, probs):
             result.probs[label] = prob
             result.certainty[label] = c = certainty(prob)
-            if c >= cfg.memory_threshold:
+            if c >= cfg.memory_threshold and (not cfg.memory_needs_object or prob.max() > 0.5):
                 result.memory[label] = (frame_idx, torch.from_numpy((prob > 0.5).astype(np.float32))[None]
                                         .to(self.device))
         return result

@@ -1,8 +1,9 @@
-"""Arguments shared by several verbs (method selection, device)."""
+"""Arguments shared by several verbs (method selection, device, method options)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 from cineprop.methods import available
 
@@ -14,7 +15,28 @@ def add_method_arguments(parser: argparse.ArgumentParser, default: str = "flow")
     parser.add_argument("--checkpoint", default=None,
                         help="model checkpoint (.pt) for learned methods; default: the bundled one")
     parser.add_argument("--device", default=None, help="torch device for learned methods (default: cpu)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="relearn: optimisation steps per cine (default: the relearning config's)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method option, repeatable (relearn: any RelearnConfig field, e.g. lambda_w=0, "
+                             "train=tau,head)")
+
+
+def parse_options(items: Sequence[str]) -> dict[str, str]:
+    """``["a=1", "b=x"]`` → ``{"a": "1", "b": "x"}`` (values stay strings; the method converts them)."""
+    from cineprop.errors import CinepropError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CinepropError(f"--option {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def method_options(args: argparse.Namespace) -> dict:
-    return {"checkpoint": args.checkpoint, "device": args.device}
+    """Keyword options for :func:`cineprop.methods.build_propagator` (``None`` means "not given")."""
+    options = parse_options(getattr(args, "option", []) or [])
+    return {"checkpoint": args.checkpoint, "device": args.device, "steps": getattr(args, "steps", None),
+            "options": options or None}

@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--labels", type=int, nargs="+", help="only these label values")
     p.add_argument("--slice", type=int, default=None, help="4D inputs: only this slice position")
     p.add_argument("--limit", type=int, default=None, help="only the first N sequences (quick checks)")
+    p.add_argument("--loop", type=int, default=None, metavar="N",
+                   help="play each cine forwards and backwards to at least N frames (a long-clip drift test)")
     add_method_arguments(p)
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--overlays", default=None, help="write one PNG contour strip per sequence into this folder")
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         cases = cases[: args.limit]
     propagator = build_propagator(args.method, **method_options(args))
     report = evaluate(cases, propagator, args.support, args.shots, args.overlays, args.slice, args.labels,
-                      progress=not args.quiet)
+                      progress=not args.quiet, loop=args.loop)
     report["command"] = args.command_line
     print(format_table(report))
     if args.out:

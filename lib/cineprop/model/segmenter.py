@@ -103,11 +103,12 @@ class FewShotSegmenter(nn.Module):
         small = F.adaptive_avg_pool2d(_flat(support.masks), query_embedding.shape[-2:])
         return pseudo_mask(query_embedding, support.embedding, _unflat(small, query_embedding.shape[0]), weights)
 
-    def fuse(self, query_features: list[torch.Tensor], support: SupportEncoding, weights: torch.Tensor,
-             pseudo: torch.Tensor) -> torch.Tensor:
-        """Cross-resolution fusion → ``B×C×R/2×R/2`` fused features.
+    @staticmethod
+    def pool_support(support: SupportEncoding, weights: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Average the shots with the normalised ``weights`` (``B×K``).
 
-        Support features and masks are averaged over shots with the normalised ``weights`` (``B×K``).
+        Returns the support features at strides 2, 4, 8 (``B×c×R/s×R/s``) and the ``B×1×R×R`` mask
+        the fusion consumes (the video phase caches these for a frozen backbone).
         """
         w = weights.clamp_min(0)
         w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
@@ -116,7 +117,16 @@ class FewShotSegmenter(nn.Module):
         def pool(x: torch.Tensor) -> torch.Tensor:
             return (x * w.view(*w.shape, *([1] * (x.dim() - 2)))).sum(1)
 
-        return self.fusion(query_features[:3], [pool(f) for f in support.features], pool(support.masks), pseudo)
+        return [pool(f) for f in support.features], pool(support.masks)
+
+    def fuse(self, query_features: list[torch.Tensor], support: SupportEncoding, weights: torch.Tensor,
+             pseudo: torch.Tensor) -> torch.Tensor:
+        """Cross-resolution fusion → ``B×C×R/2×R/2`` fused features.
+
+        Support features and masks are averaged over shots with the normalised ``weights`` (``B×K``).
+        """
+        features, mask = self.pool_support(support, weights)
+        return self.fusion(query_features[:3], features, mask, pseudo)
 
     def decode(self, fused: torch.Tensor) -> torch.Tensor:
         """Head: ``B×C×R/2×R/2`` → logits ``B×2×R×R``."""

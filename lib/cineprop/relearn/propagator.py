@@ -1,0 +1,187 @@
+"""Propagation methods of the video phase.
+
+* ``relearn`` (:class:`RelearnPropagator`): per-cine test-time relearning — stage 1 with the image
+  model, relearn a copy on this cine, predict with the relearned two-stage forward; a collapse
+  guard reverts labels whose prediction collapsed to the image model's.
+* ``model`` with a ``relearn`` checkpoint (:class:`TwoStagePropagator`, chosen by
+  :class:`~cineprop.engine.ModelPropagator`): the two-stage forward of a collection-relearned
+  model, no optimisation per cine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from cineprop.io.cine import Cine
+from cineprop.propagation import Propagation, finish
+from cineprop.relearn.clip import build_clip, run_stage1
+from cineprop.relearn.config import RelearnConfig
+from cineprop.relearn.relearner import ConsistencyRelearner
+from cineprop.relearn.video import ClipEncoder, VideoClip, predict
+from cineprop.session import SessionConfig
+from cineprop.support import SupportSet
+
+
+def stage1_model(model: torch.nn.Module, payload: dict) -> torch.nn.Module:
+    """The image model stage 1 runs: the weights a ``relearn`` checkpoint stored, else ``model`` itself."""
+    state = (payload.get("extra_state") or {}).get("stage1_state_dict")
+    if state is None:
+        return model
+    from cineprop.model import FewShotSegmenter
+
+    image = FewShotSegmenter(model.config)
+    image.load_state_dict(state)
+    return image.to(next(model.parameters()).device).eval()
+
+
+def collapse_check(stage1: torch.Tensor, relearned: torch.Tensor, query: np.ndarray, config: RelearnConfig
+                   ) -> dict[int, str]:
+    """Slots whose relearned prediction collapsed against stage 1, with the reason.
+
+    Args:
+        stage1, relearned: ``L×T×R×R`` foreground probabilities.
+        query: ``L×T`` bool, the frames that are predicted (not painted) per slot.
+    """
+    out = {}
+    for slot in range(stage1.shape[0]):
+        frames = torch.from_numpy(np.flatnonzero(query[slot]))
+        if frames.numel() == 0:
+            continue
+        a, b = stage1[slot, frames] > 0.5, relearned[slot, frames] > 0.5
+        area_a, area_b = float(a.sum()), float(b.sum())
+        ratio = (area_b + 1.0) / (area_a + 1.0)
+        dice = 1.0 if area_a + area_b == 0 else 2.0 * float((a & b).sum()) / (area_a + area_b)
+        if ratio > config.guard_area_ratio or ratio < 1.0 / config.guard_area_ratio:
+            out[slot] = f"area changed x{ratio:.2f} against the image model"
+        elif dice < config.guard_dice:
+            out[slot] = f"Dice {dice:.2f} against the image model"
+    return out
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0.5, b > 0.5
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+
+
+def finish_two_stage(clip: VideoClip, probs: torch.Tensor, support: SupportSet, reverted: dict[int, str],
+                     seconds: float, details: dict[str, Any], flag_threshold: float) -> Propagation:
+    """Paste stage-2 probabilities back into the frame; reverted slots keep stage 1.
+
+    A frame's confidence is the lowest, over labels, of stage 1's confidence and the agreement
+    (Dice) between the stage-1 and the final prediction at that frame.
+    """
+    stage1 = clip.stage1_result
+    h, w, t = clip.shape
+    probs_np = probs.cpu().numpy()
+    stage1_np = clip.stage1.cpu().numpy()
+    probabilities, confidence = {}, np.array(stage1.confidence, np.float32)
+    for slot, label in enumerate(clip.labels):
+        if slot in reverted:
+            probabilities[label] = stage1.probabilities[label]
+            continue
+        full = np.zeros((h, w, t), np.float32)
+        for i in range(t):
+            full[:, :, i] = clip.roi.paste(probs_np[slot, i], (h, w))
+            confidence[i] = min(confidence[i], _agreement(stage1_np[slot, i], probs_np[slot, i]))
+        probabilities[label] = full
+    details = dict(stage1.details, **details)
+    return finish(probabilities, confidence, support, seconds, details, flag_threshold)
+
+
+class _Base:
+    def __init__(self, checkpoint: str | None, device: str | None, flag_threshold: float | None,
+                 session_options: dict[str, Any] | None = None):
+        from cineprop.checkpoints import load_model
+        from cineprop.engine import configure_threads
+
+        self.device = device or "cpu"
+        configure_threads(self.device)
+        self.model, self.payload = load_model(checkpoint, self.device)
+        self.stage1 = stage1_model(self.model, self.payload)
+        session = SessionConfig().with_options(dict(session_options or {}))
+        if flag_threshold is not None:
+            session = replace(session, flag_threshold=float(flag_threshold))
+        self.session_config = session
+
+
+class TwoStagePropagator(_Base):
+    """Two-stage inference with a relearned (TAU-attached) model; see the module docstring."""
+
+    name = "model"
+
+    def __init__(self, checkpoint: str | None = None, device: str | None = None,
+                 flag_threshold: float | None = None, model: torch.nn.Module | None = None,
+                 payload: dict | None = None, session_config: SessionConfig | None = None):
+        if model is None:
+            super().__init__(checkpoint, device, flag_threshold)
+        else:
+            self.device, self.model, self.payload = device or "cpu", model, payload or {}
+            self.stage1 = stage1_model(model, self.payload)
+            self.session_config = session_config or SessionConfig()
+        recipe = (self.payload.get("meta") or {}).get("relearn_config")
+        self.config = RelearnConfig.from_dict(recipe) if recipe else RelearnConfig()
+
+    def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
+        start = time.perf_counter()
+        session, stage1 = run_stage1(self.stage1, cine, support, self.session_config, self.device)
+        clip = build_clip(session, stage1, self.config, training=False)
+        probs, _ = predict(self.model, clip)
+        return finish_two_stage(clip, probs, support, {}, time.perf_counter() - start, {"two_stage": True},
+                                self.session_config.flag_threshold)
+
+
+class RelearnPropagator(_Base):
+    """``--method relearn``: relearn a copy of the image model on each cine, then predict with it.
+
+    Args:
+        checkpoint: image (or relearned) checkpoint; default the bundled image model.
+        device: torch device (default cpu).
+        steps, seed: shortcuts for the config's ``steps`` and ``seed``.
+        config: a :class:`RelearnConfig`; ``options`` (e.g. from ``--option lambda_w=0``) override it
+            (names of :class:`~cineprop.session.SessionConfig` fields configure stage 1 instead).
+        progress: show the relearning progress bar.
+    """
+
+    name = "relearn"
+
+    def __init__(self, checkpoint: str | None = None, device: str | None = None, steps: int | None = None,
+                 seed: int | None = None, config: RelearnConfig | None = None,
+                 options: dict[str, Any] | None = None, flag_threshold: float | None = None,
+                 progress: bool = False):
+        options = dict(options or {})
+        session_names = set(SessionConfig.__dataclass_fields__)
+        super().__init__(checkpoint, device, flag_threshold, {k: v for k, v in options.items() if k in session_names})
+        cfg = (config or RelearnConfig()).with_options({k: v for k, v in options.items() if k not in session_names})
+        shortcuts = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
+        self.config = cfg.with_options(shortcuts)
+        self.progress = progress
+        self.last_result = None
+
+    def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
+        cfg = self.config
+        start = time.perf_counter()
+        session, stage1 = run_stage1(self.stage1, cine, support, self.session_config, self.device)
+        clip = build_clip(session, stage1, cfg, training=True)
+        relearner = ConsistencyRelearner(self.model, cfg, self.progress)
+        state = relearner.prepare(clip)
+        result = relearner.adapt(state)
+        encoder = state.encoder if cfg.backbone_frozen else ClipEncoder(result.student, clip, cache=False)
+        probs, _ = predict(result.student, clip, encoder)
+        query = np.ones((len(clip.labels), clip.num_frames), bool)
+        for slot, frames in clip.painted.items():
+            query[slot, list(frames)] = False
+        reverted = collapse_check(clip.stage1, probs, query, cfg)
+        losses = result.history
+        details = {"relearn": {
+            "steps": result.steps, "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "reverted": {str(clip.labels[s]): why for s, why in reverted.items()}}}
+        self.last_result = result
+        return finish_two_stage(clip, probs, support, reverted, time.perf_counter() - start, details,
+                                self.session_config.flag_threshold)

@@ -23,8 +23,8 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from CinePropLib import nodes, panel
-from CinePropLib.client import DEFAULT_URL
-from CinePropLib.conversions import cine_from_frames, cine_from_volume
+from CinePropLib.client import DEFAULT_URL, ServerError
+from CinePropLib.conversions import ConversionError, cine_from_frames, cine_from_volume
 from CinePropLib.logic import IMAGE_TRAIN_TASK, RELEARN_TASK, CineWorkflow, WorkflowError, describe_error
 from CinePropLib.segments import SegmentSpec, assign_values, palette_color, result_segments
 from CinePropLib.support import next_flagged
@@ -66,8 +66,8 @@ def _guarded(busy):
             try:
                 method(self)
             except Exception as exc:  # noqa: BLE001 - everything ends as a readable message
-                if not isinstance(exc, (WorkflowError, ValueError, OSError)):
-                    logging.exception("CineProp: %s failed", busy)
+                if not isinstance(exc, (WorkflowError, ServerError, ConversionError)):
+                    logging.exception("CineProp: %s failed", busy)  # a bug: traceback to the console only
                 self._status(describe_error(exc), error=True)
             finally:
                 slicer.app.restoreOverrideCursor()

@@ -28,13 +28,15 @@ MODULE_DIR = REPO / "slicer_extension" / "CineProp"
 sys.path.insert(0, str(MODULE_DIR))
 
 from CinePropLib import panel  # noqa: E402
-from CinePropLib.client import Study  # noqa: E402
+from CinePropLib.client import DEFAULT_URL, Study  # noqa: E402
 from CinePropLib.logic import CineWorkflow, TrainingProgress  # noqa: E402
 from CinePropLib.results import parse_result  # noqa: E402
 from CinePropLib.segments import SegmentSpec  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample" / "patient001_frame01.nii.gz"
 SAMPLE_LABEL = REPO / "data" / "sample" / "patient001_frame01_label.nii.gz"
+#: The screenshots use a strict review threshold so that some frames are flagged.
+THRESHOLD = 0.85
 SEGMENTS = [SegmentSpec("RV", (0.26, 0.52, 0.96), 1), SegmentSpec("myocardium", (0.27, 0.67, 0.35), 2),
             SegmentSpec("LV", (0.90, 0.30, 0.24), 3)]
 
@@ -109,7 +111,10 @@ def load_panel():
 
 
 def propagate_sample(server: str | None):
-    """Propagate the sample cine from its middle frame; returns (result, where the numbers came from)."""
+    """Propagate the sample cine from its middle frame.
+
+    Returns (result, where the numbers came from, connection status line, study list).
+    """
     from CinePropLib.conversions import CineArrays
     from CinePropLib.volumefiles import read_volume
 
@@ -120,17 +125,19 @@ def propagate_sample(server: str | None):
     painted[..., support_frame] = truth[..., support_frame]
     if server:
         workflow = CineWorkflow()
-        workflow.connect(server)
-        result = workflow.propagate(CineArrays(frames, grid, "patient001_frame01"), painted, SEGMENTS)
-        return result, f"server {server}"
+        status = workflow.connect(server)
+        result = workflow.propagate(CineArrays(frames, grid, "patient001_frame01"), painted, SEGMENTS,
+                                    image_id="patient001_frame01", threshold=THRESHOLD)
+        return result, f"server {server}", status, workflow.studies()
     from cineprop.io.cine import Cine
     from cineprop.methods import build_propagator
     from cineprop.support import SupportSet
 
     prop = build_propagator("flow").propagate(Cine(frames, name="patient001"), SupportSet.from_labels(painted))
     details = {"confidence": prop.confidence.tolist(), "support_frames": prop.support_frames,
-               "flagged": prop.flagged(0.5), "seconds": prop.seconds}
-    return parse_result(prop.labels, details), "local flow baseline"
+               "flagged": prop.flagged(THRESHOLD), "seconds": prop.seconds}
+    studies = [Study(p.name.split(".")[0]) for p in sorted(SAMPLE.parent.glob("*_frame01.nii.gz"))]
+    return parse_result(prop.labels, details), "local flow baseline", "Connected to cineprop", studies
 
 
 def save(root, path: Path, width: int = 400) -> None:
@@ -164,15 +171,14 @@ def render(out: Path, server: str | None = None) -> list[Path]:
 
     app = QApplication.instance() or QApplication(["render_panel"])
     qt = SimpleNamespace(Qt=Qt, QColor=QColor, QListWidgetItem=QListWidgetItem, QTableWidgetItem=QTableWidgetItem)
-    result, source = propagate_sample(server)
+    result, source, status, studies = propagate_sample(server)
     root, ui = load_panel()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
 
-    ui.serverUrlLineEdit.setText(server or "http://127.0.0.1:8000")
-    ui.connectionStatusLabel.setText("Connected to cineprop")
-    panel.show_studies(ui, [Study("patient001_frame01"), Study("patient022_frame01", ("final",)),
-                            Study("patient080_frame01", ("original",))], qt)
+    ui.serverUrlLineEdit.setText(DEFAULT_URL)  # what `make run` serves; the numbers came from `server`
+    ui.connectionStatusLabel.setText(status)
+    panel.show_studies(ui, studies, qt)
     ui.studyList.setCurrentRow(0)
     ui.inputSelector.addItem("patient001_frame01")
     ui.segmentationSelector.addItem("patient001_frame01 segmentation")
@@ -185,6 +191,7 @@ def render(out: Path, server: str | None = None) -> list[Path]:
     paths.append(out / "slicer-1-paint.png")
     save(root, paths[-1])
 
+    ui.flagThresholdSpinBox.setValue(THRESHOLD)
     panel.show_result(ui, result, qt)
     panel.update_buttons(ui, True, result)
     panel.show_status(ui, "Review the flagged frames, correct them, then Propagate again or Submit.")

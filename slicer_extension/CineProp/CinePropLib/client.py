@@ -58,8 +58,12 @@ class Study:
         return "final" in self.label_tags
 
     def summary(self) -> str:
-        """One line for the study list, e.g. ``patient001 — final, original``."""
-        return f"{self.id} — {', '.join(sorted(self.label_tags))}" if self.label_tags else self.id
+        """One line for the study list, e.g. ``patient001 — final, support · confidence 0.82, 2 flagged``."""
+        text = f"{self.id} — {', '.join(sorted(self.label_tags))}" if self.label_tags else self.id
+        score = self.info.get("cineprop")  # written by the app's cineprop_confidence scoring method
+        if isinstance(score, dict) and "mean_confidence" in score:
+            text += f" · confidence {float(score['mean_confidence']):.2f}, {int(score.get('flagged', 0))} flagged"
+        return text
 
 
 @dataclass

@@ -103,6 +103,13 @@ class CineWorkflow:
             raise WorkflowError("Not connected: enter the server address and press Connect")
         return self.client
 
+    def _require(self, kind: str, name: str, what: str) -> None:
+        """Refuse early when ``/info`` lacks a task (MONAI Label would answer a bare HTTP 500)."""
+        present = sorted(self.info.get(kind) or {})
+        if self.info and name not in present:
+            raise WorkflowError(f"The server has no {what} '{name}' (it has: {', '.join(present) or 'none'}); "
+                                "is it the cineprop app?")
+
     @property
     def known_labels(self) -> dict[str, int]:
         """The infer task's ``{label name: value}`` from ``/info`` (empty when it declares none)."""
@@ -175,11 +182,15 @@ class CineWorkflow:
         frames = tracker.frames(labels)
         if not frames:
             raise WorkflowError("Paint the structure on at least one frame (the support) before propagating")
-        client, folder = self._client(), Path(tempfile.mkdtemp(dir=self.workdir(), prefix="infer-"))
+        client = self._client()
+        self._require("models", INFER_TASK, "infer task")
+        folder = Path(tempfile.mkdtemp(dir=self.workdir(), prefix="infer-"))
         try:
             support = write_labels(folder / "support.nii.gz", support_label(labels, frames), cine.ijk_to_ras)
-            request = {"support_frames": frames, "label_names": {s.name: s.value for s in segments},
-                       "flag_threshold": float(threshold), "result_extension": ".nii.gz", "result_dtype": "uint8",
+            # label_info names the values (MONAI Label's convention); save_support keeps the painted
+            # frames of a datastore study on the server for scoring, batch infer and active learning.
+            request = {"support_frames": frames, "label_info": label_info(segments), "flag_threshold": float(threshold),
+                       "save_support": bool(image_id), "result_extension": ".nii.gz", "result_dtype": "uint8",
                        "client_id": CLIENT_ID, **dict(params or {})}
             session_id = None if image_id else self._session(cine)
             response = client.infer(INFER_TASK, folder, image_id=image_id, session_id=session_id, label=support,
@@ -223,7 +234,9 @@ class CineWorkflow:
 
     def start_training(self, task: str, params: Mapping[str, Any] | None = None) -> TrainingProgress:
         """Start train task ``task`` (``cineprop_relearn`` or ``cineprop_image``)."""
-        record = self._client().train(task, params)
+        client = self._client()
+        self._require("trainers", task, "train task")
+        record = client.train(task, params)
         return TrainingProgress(str(record.get("status", "SUBMITTED")), task, "started")
 
     def training_progress(self) -> TrainingProgress:
@@ -241,7 +254,9 @@ class CineWorkflow:
 
     def next_study(self, strategy: str = STRATEGY) -> Study | None:
         """The study the active-learning strategy picks next; ``None`` when every study is done."""
-        pick = self._client().next_study(strategy)
+        client = self._client()
+        self._require("strategies", strategy, "active-learning strategy")
+        pick = client.next_study(strategy)
         if pick is None:
             return None
         info = {k: v for k, v in pick.items() if k != "id"}

@@ -219,5 +219,6 @@ def plot_confidence(result, plot_nodes: dict) -> None:
     if result.confidence is None:
         return
     table = np.column_stack([np.arange(result.num_frames, dtype=np.float32), result.confidence])
+    first = not plot_nodes  # switch the layout to show the plot once; later calls only update it
     slicer.util.plot(table, xColumnIndex=0, columnNames=["frame", "confidence"], title="cineprop confidence",
-                     show=True, nodes=plot_nodes)
+                     show=first, nodes=plot_nodes)

@@ -79,3 +79,24 @@ def test_multipart_encoder_round_trip():
     body, ctype = encode_multipart({"params": json.dumps({"a": 1})}, {"label": ("s.nii.gz", b"\r\n--x\x00\xff")})
     fields, files = decode_multipart(body, ctype)
     assert fields == {"params": '{"a": 1}'} and files == {"label": ("s.nii.gz", b"\r\n--x\x00\xff")}
+
+
+def test_study_summary_shows_tags_and_score():
+    from CinePropLib.client import Study
+
+    plain = Study("cine01")
+    assert plain.summary() == "cine01" and not plain.labelled
+    scored = Study("cine02", ("final", "support"), {"cineprop": {"mean_confidence": 0.8234, "flagged": 3}})
+    assert scored.summary() == "cine02 — final, support · confidence 0.82, 3 flagged" and scored.labelled
+
+
+def test_missing_tasks_are_refused_before_any_request():
+    """MONAI Label answers a bare HTTP 500 for an unknown task; the workflow names what is missing."""
+    from CinePropLib.logic import WorkflowError
+
+    workflow = CineWorkflow(CinePropClient(f"http://127.0.0.1:{_free_port()}"))  # nothing listens there
+    workflow.info = {"models": {"cineprop": {}}, "trainers": {}, "strategies": {"random": {}}}
+    with pytest.raises(WorkflowError, match="no train task 'cineprop_relearn' .it has: none."):
+        workflow.start_training("cineprop_relearn")
+    with pytest.raises(WorkflowError, match="no active-learning strategy 'cineprop_uncertain' .it has: random."):
+        workflow.next_study()

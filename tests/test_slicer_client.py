@@ -80,13 +80,16 @@ def test_connect_and_list_studies(workflow, cineprop_server):
 
 def test_propagate_a_datastore_study_with_an_uploaded_support(workflow, tmp_path):
     """Download the study as Slicer does, paint one frame, propagate: shape, geometry, values, support kept."""
-    path = workflow.download_study(UNSUPPORTED)
+    study = workflow.client.upload_image(SAMPLE / f"{UNSUPPORTED}.nii.gz", "slicer_study_022")  # ours to change
+    assert study == "slicer_study_022"
+    path = workflow.download_study(study)
     frames, grid = read_volume(path)
     _, truth, sample_grid = _sample(UNSUPPORTED)
+    np.testing.assert_array_equal(frames, _sample(UNSUPPORTED)[0])
     assert same_grid(grid, sample_grid)
-    cine = CineArrays(frames, grid, UNSUPPORTED)
+    cine = CineArrays(frames, grid, study)
     middle = cine.num_frames // 2
-    result = workflow.propagate(cine, _paint(truth, [middle]), SEGMENTS, image_id=UNSUPPORTED)
+    result = workflow.propagate(cine, _paint(truth, [middle]), SEGMENTS, image_id=study)
 
     assert result.labels.shape == truth.shape and result.labels.dtype == np.uint8
     assert result.support_frames == [middle]
@@ -100,7 +103,8 @@ def test_propagate_a_datastore_study_with_an_uploaded_support(workflow, tmp_path
     neighbour = middle + 1                              # propagation is a segmentation, not noise
     assert _dice(result.labels[..., neighbour] == 3, truth[..., neighbour] == 3) > 0.5
     # save_support: the painted frame is now this study's saved support on the server
-    assert "support" in {s.id: s for s in workflow.studies()}[UNSUPPORTED].label_tags
+    assert "support" in {s.id: s for s in workflow.studies()}[study].label_tags
+    assert "support" not in {s.id: s for s in workflow.studies()}[UNSUPPORTED].label_tags
 
 
 def test_local_cine_uses_one_session_and_corrections_become_support(workflow, tmp_path):

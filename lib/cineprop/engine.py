@@ -40,6 +40,11 @@ class ModelPropagator:
 
     name = "model"
 
+    @staticmethod
+    def option_names() -> list[str]:
+        """Names ``--option`` may set: the :class:`SessionConfig` fields."""
+        return list(SessionConfig.__dataclass_fields__)
+
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", memory: bool = True,
                  flag_threshold: float | None = None, config: SessionConfig | None = None,
                  options: dict | None = None):

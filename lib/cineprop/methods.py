@@ -60,3 +60,21 @@ def build_propagator(name: str, **options: Any) -> Propagator:
     except TypeError:
         raise CinepropError(f"method {name!r} does not take option(s) {', '.join(sorted(options))}") from None
     return factory(**options)
+
+
+def supported_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``options`` method ``name`` takes (for one command line running several methods).
+
+    Keyword options the factory does not take are dropped; of an ``options`` dict (``--option``),
+    only the keys the factory lists in its ``option_names()`` are kept.
+    """
+    if name not in _REGISTRY:
+        raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    module_name, attr = _REGISTRY[name].split(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    params = inspect.signature(factory).parameters
+    out = {k: v for k, v in options.items() if k in params}
+    if out.get("options"):
+        names = set(factory.option_names()) if hasattr(factory, "option_names") else set()
+        out["options"] = {k: v for k, v in out["options"].items() if k in names} or None
+    return out

@@ -150,6 +150,11 @@ class RelearnPropagator(_Base):
 
     name = "relearn"
 
+    @staticmethod
+    def option_names() -> list[str]:
+        """Names ``--option`` may set: :class:`RelearnConfig` and :class:`SessionConfig` fields."""
+        return list(RelearnConfig.__dataclass_fields__) + list(SessionConfig.__dataclass_fields__)
+
     def __init__(self, checkpoint: str | None = None, device: str | None = None, steps: int | None = None,
                  seed: int | None = None, config: RelearnConfig | None = None,
                  options: dict[str, Any] | None = None, flag_threshold: float | None = None,

@@ -23,7 +23,7 @@ TINY = ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1), d
 
 
 @functools.lru_cache(maxsize=None)
-def tiny_image_model(steps: int = 60, seed: int = 0) -> FewShotSegmenter:
+def tiny_image_model(steps: int = 150, seed: int = 0) -> FewShotSegmenter:
     """A tiny few-shot segmenter trained for ``steps`` episodic steps on clean synthetic cines."""
     cines = [moving_shapes(64, 64, 12, labels=2, seed=100 + i, noise=0.08) for i in range(8)]
     data = CineSet("synthetic", [f"s{i}" for i in range(8)], [normalise_intensity(f) for f, _ in cines],
@@ -41,6 +41,7 @@ def tiny_image_model(steps: int = 60, seed: int = 0) -> FewShotSegmenter:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+    model.zero_grad(set_to_none=True)
     return model.eval()
 
 

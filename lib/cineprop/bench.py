@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from cineprop.io.cine import Cine
-from cineprop.methods import build_propagator
+from cineprop.methods import build_propagator, supported_options
 from cineprop.support import select_support
 from cineprop.synthetic import moving_shapes
 
@@ -67,7 +67,7 @@ def run_bench(methods: list[str], size: int = 256, frames: int = 60, labels: int
     cine, truth = synthetic_cine(size, frames, labels)
     rows = []
     for name in methods:
-        opts = options if name not in ("copy", "flow", "demons") else {}
+        opts = supported_options(name, options)
         row = time_method(name, cine, truth, repeat, opts)
         if long_frames:
             row["long_clip"] = peak_memory(name, size, long_frames, labels, opts)

@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--long-frames", type=int, default=300, help="frames of the peak-memory clip (0: skip)")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--steps", type=int, default=None, help="relearn: optimisation steps per cine")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, repeatable (given to the methods that take it)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.set_defaults(func=run)
 
@@ -28,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from cineprop.evaluate import jsonable
     from cineprop.io.atomic import atomic_write_text
 
-    options = {"checkpoint": args.checkpoint, "device": args.device}
+    from cineprop.cli.common import parse_options
+
+    options = {"checkpoint": args.checkpoint, "device": args.device, "steps": args.steps,
+               "options": parse_options(args.option) or None}
     report = run_bench(args.methods, args.size, args.frames, args.labels, args.repeat, args.long_frames,
                        {k: v for k, v in options.items() if v is not None})
     report["command"] = args.command_line

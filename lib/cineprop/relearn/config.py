@@ -44,9 +44,13 @@ class RelearnConfig:
             for ``patience`` steps (0 disables early stopping).
         seed: seeds every random choice (windows, copies, initialisation of the TAU).
         guard_area_ratio: after relearning, a label whose predicted area over the query frames
-            changes by more than this factor (either way) against the image model is reverted.
+            changes by more than this factor (either way) against the image model is reverted
+            (vanished or exploded; a genuine correction of a gross over-segmentation can shrink
+            the area ×4, so the factor is large).
         guard_dice: a label whose Dice against the image model's prediction falls below this is
-            reverted.
+            reverted (an unrelated region).
+        guard_support_drop: a label whose painted frames, predicted without themselves, lose more
+            Dice than this against the image model is reverted (the only labels we have).
         tps_confidence: pixels the plain view predicts with probability above this (or below
             ``1 − this``) supervise the augmented view.
     """
@@ -67,8 +71,9 @@ class RelearnConfig:
     patience: int = 12
     tolerance: float = 0.01
     seed: int = 0
-    guard_area_ratio: float = 2.0
-    guard_dice: float = 0.5
+    guard_area_ratio: float = 10.0
+    guard_dice: float = 0.2
+    guard_support_drop: float = 0.2
     tps_confidence: float = 0.9
 
     def __post_init__(self) -> None:

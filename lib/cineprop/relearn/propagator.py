@@ -39,13 +39,16 @@ def stage1_model(model: torch.nn.Module, payload: dict) -> torch.nn.Module:
     return image.to(next(model.parameters()).device).eval()
 
 
-def collapse_check(stage1: torch.Tensor, relearned: torch.Tensor, query: np.ndarray, config: RelearnConfig
+def collapse_check(stage1: torch.Tensor, relearned: torch.Tensor, query: np.ndarray, config: RelearnConfig,
+                   support_before: dict[int, float] | None = None, support_after: dict[int, float] | None = None
                    ) -> dict[int, str]:
-    """Slots whose relearned prediction collapsed against stage 1, with the reason.
+    """Slots whose relearned prediction collapsed, with the reason (see the ``guard_*`` config fields).
 
     Args:
         stage1, relearned: ``L×T×R×R`` foreground probabilities.
         query: ``L×T`` bool, the frames that are predicted (not painted) per slot.
+        support_before, support_after: per slot, Dice of the painted frames predicted without
+            themselves by the image and the relearned model (:meth:`ConsistencyRelearner.support_dice`).
     """
     out = {}
     for slot in range(stage1.shape[0]):
@@ -60,6 +63,10 @@ def collapse_check(stage1: torch.Tensor, relearned: torch.Tensor, query: np.ndar
             out[slot] = f"area changed x{ratio:.2f} against the image model"
         elif dice < config.guard_dice:
             out[slot] = f"Dice {dice:.2f} against the image model"
+        elif support_before and support_after and slot in support_before and \
+                support_after[slot] < support_before[slot] - config.guard_support_drop:
+            out[slot] = (f"painted frames predicted without themselves: Dice {support_after[slot]:.2f} "
+                         f"(image model {support_before[slot]:.2f})")
     return out
 
 
@@ -181,11 +188,14 @@ class RelearnPropagator(_Base):
         query = np.ones((len(clip.labels), clip.num_frames), bool)
         for slot, frames in clip.painted.items():
             query[slot, list(frames)] = False
-        reverted = collapse_check(clip.stage1, probs, query, cfg)
+        before, after = relearner.support_dice(self.model, state), relearner.support_dice(result.student, state)
+        reverted = collapse_check(clip.stage1, probs, query, cfg, before, after)
         losses = result.history
         details = {"relearn": {
             "steps": result.steps, "stopped_early": result.stopped_early, "seconds": round(result.seconds, 3),
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "support_dice": {str(clip.labels[s]): [round(before[s], 4), round(after.get(s, float("nan")), 4)]
+                             for s in before},
             "reverted": {str(clip.labels[s]): why for s, why in reverted.items()}}}
         self.last_result = result
         return finish_two_stage(clip, probs, support, reverted, time.perf_counter() - start, details,

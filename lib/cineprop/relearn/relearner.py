@@ -205,7 +205,8 @@ class ConsistencyRelearner:
         for b, it in enumerate(items):
             frames = [it.query + o for o in range(-w, w + 1)]
             inside = [0 <= f < t and o != 0 for o, f in zip(range(-w, w + 1), frames)]
-            neighbours = state.fused([clip.grid[it.slot][f] for f, ok in zip(frames, inside) if ok])
+            around = [clip.grid[it.slot][f] for f, ok in zip(frames, inside) if ok]
+            neighbours = state.fused(around) if around else []
             row, k = [], 0
             for o, ok in zip(range(-w, w + 1), inside):
                 if o == 0:
@@ -218,6 +219,25 @@ class ConsistencyRelearner:
             rows.append(torch.stack(row))
             valid.append([ok or o == 0 for o, ok in zip(range(-w, w + 1), inside)])
         return torch.stack(rows), torch.tensor(valid, device=own.device)
+
+    @torch.no_grad()
+    def support_dice(self, model: torch.nn.Module, state: ClipState) -> dict[int, float]:
+        """Per slot, mean Dice of the painted frames predicted *without* themselves by ``model``."""
+        clip = state.clip
+        if not clip.exclusive:
+            return {}
+        items = [it for it, _ in clip.exclusive]
+        shared = model is self.teacher or self.config.backbone_frozen
+        encoder = state.encoder if shared else ClipEncoder(model, clip, cache=False)
+        w = tau_window(model)
+        seq, valid = self._context(state, items, encoder.inputs(items).fuse(model), w)
+        probs = torch.softmax(model.decode(temporal_attend(model, seq, valid)[:, w]), 1)[:, 1]
+        scores: dict[int, list[float]] = {}
+        for (it, target), p in zip(clip.exclusive, probs):
+            a, b = p > 0.5, target > 0.5
+            total = float(a.sum() + b.sum())
+            scores.setdefault(it.slot, []).append(1.0 if total == 0 else 2.0 * float((a & b).sum()) / total)
+        return {slot: float(np.mean(v)) for slot, v in scores.items()}
 
     # ---- the loop -------------------------------------------------------------------------------
     def adapt(self, clip: VideoClip | ClipState, steps: int | None = None,

@@ -24,6 +24,7 @@ from lib.configs.cineprop import CinepropConfig
 from lib.configs.settings import CONF_KEYS, AppSettings
 from lib.infers.batch import CinepropBatchInfer
 from lib.infers.cineprop import IMAGE_ID
+from lib.nonblocking import offload_infer_route
 from lib.service import PropagationService
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,13 @@ class CinepropApp(MONAILabelApp):
         return super().infer(request, datastore)
 
     def on_init_complete(self):
+        # Runs once in each server process (never in train/batch/scoring subprocesses).
+        if self.settings.infer_threads > 0:
+            from monailabel.app import app as fastapi_app
+            from monailabel.config import settings as monailabel_settings
+
+            offload_infer_route(fastapi_app, self.settings.infer_threads,
+                                monailabel_settings.MONAI_LABEL_API_STR + "/infer/{model}")
         if self.settings.preload:
             try:
                 self.service.propagator()

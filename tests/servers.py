@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ class CinepropServer:
     log_path: Path
     conf: dict[str, str]
     workers: int | None
-    started_in: float = 0.0  # seconds from launch to the first 200 from /info/
+    started_in: float = 0.0  # seconds from launch until /info/ answers and every worker has started
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def alive(self) -> bool:
@@ -144,9 +145,11 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
         cmd += ["--workers", str(workers)]
     run_env = {**os.environ, **(env or {})}
     run_env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "lib"), run_env.get("PYTHONPATH", "")] if p)
+    run_env["PYTHONUNBUFFERED"] = "1"  # log lines reach log_path at once (info_during_infer waits on them)
     if not auto_scoring:
         run_env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
     server = CinepropServer(f"http://127.0.0.1:{port}", port, studies, APP_DIR, log_path, conf, workers)
+    offset = log_path.stat().st_size if log_path.exists() else 0
     start = time.perf_counter()
     with open(log_path, "ab") as log:
         # cwd: MONAI Label reads a `.env` from the working directory; use a neutral one.
@@ -159,7 +162,8 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
             if time.perf_counter() - start > timeout:
                 raise RuntimeError(f"monailabel server did not answer within {timeout:.0f} s:\n{server.log_tail()}")
             try:
-                if requests.get(server.url + "/info/", timeout=5).status_code == 200:
+                if requests.get(server.url + "/info/", timeout=5).status_code == 200 and \
+                        _started_workers(log_path, offset) >= (workers or 1):
                     break
             except requests.RequestException:
                 pass
@@ -171,6 +175,13 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
     return server
 
 
+def _started_workers(log_path: Path, offset: int) -> int:
+    """How many uvicorn workers logged "Application startup complete." since ``offset``."""
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        return f.read().count(b"Application startup complete.")
+
+
 @contextlib.contextmanager
 def running_server(studies: str | Path, **kwargs) -> Iterator[CinepropServer]:
     """Context manager around :func:`start_server`; the server is always stopped on exit."""
@@ -179,3 +190,68 @@ def running_server(studies: str | Path, **kwargs) -> Iterator[CinepropServer]:
         yield server
     finally:
         server.stop()
+
+
+def synthetic_study(studies: str | Path, image_id: str, height: int = 256, width: int = 256, frames: int = 30,
+                    support_frames: tuple[int, ...] = (0,), seed: int = 1) -> Path:
+    """Write a synthetic cine (``cineprop.synthetic.moving_shapes``, 2 structures) into ``studies``.
+
+    Returns a support label file (outside ``studies``) with the true labels of ``support_frames``.
+    """
+    import numpy as np
+
+    from cineprop.io import Geometry, Volume, write_image, write_label
+    from cineprop.synthetic import moving_shapes
+
+    image, truth = moving_shapes(height, width, frames, labels=2, seed=seed)
+    geometry = Geometry((1.4, 1.4, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel().tolist()))
+    write_image(Path(studies) / f"{image_id}.nii.gz", image, geometry)
+    painted = np.zeros_like(truth)
+    for f in support_frames:
+        painted[:, :, f] = truth[:, :, f]
+    return write_label(Path(studies).parent / f"{image_id}_support.nii.gz", painted, Volume(image, geometry))
+
+
+def info_latency(server: CinepropServer) -> float:
+    """Seconds for one ``GET /info/`` on a new connection (what a second client sees)."""
+    start = time.perf_counter()
+    response = requests.get(server.url + "/info/", timeout=600, headers={"Connection": "close"})
+    response.raise_for_status()
+    return time.perf_counter() - start
+
+
+def info_during_infer(server: CinepropServer, image_id: str, support: Path, params: dict | None = None) -> dict:
+    """Send an infer, and once the server has started it (its log says so), a ``GET /info/``.
+
+    Returns seconds since the infer was sent: ``info_sent``, ``info_done``, ``infer_done``, plus
+    ``info_latency`` and the infer's ``status``. ``info_done < infer_done`` means /info was answered
+    while the inference was still running.
+    """
+    import json
+
+    marker = "Infer Request:"
+    seen = server.log_path.read_text(errors="replace").count(marker)
+    result: dict = {}
+    start = time.perf_counter()
+
+    def run_infer() -> None:
+        with open(support, "rb") as f:
+            r = requests.post(f"{server.url}/infer/cineprop", params={"image": image_id, "output": "json"},
+                              files={"label": (support.name, f), "params": (None, json.dumps(params or {}))},
+                              timeout=600)
+        result["status"] = r.status_code
+        result["infer_done"] = time.perf_counter() - start
+
+    thread = threading.Thread(target=run_infer)
+    thread.start()
+    try:
+        while server.log_path.read_text(errors="replace").count(marker) <= seen:
+            if not thread.is_alive():
+                raise RuntimeError(f"infer returned before it was seen in the log:\n{server.log_tail()}")
+            time.sleep(0.005)
+        result["info_sent"] = time.perf_counter() - start
+        result["info_latency"] = info_latency(server)
+        result["info_done"] = time.perf_counter() - start
+    finally:
+        thread.join()
+    return result

@@ -45,6 +45,9 @@ CONF_KEYS: dict[str, str] = {
                     f"uploads none (default {','.join(DEFAULT_SUPPORT_TAGS)})",
     "labels": "comma-separated structure names for label values 1, 2, ... (default: 'label N')",
     "preload": "build the propagator when the server starts instead of on the first request (default false)",
+    "infer_threads": "inferences run in up to this many worker threads, so /info, the datastore and other users "
+                     "are answered meanwhile (default 1); 0 keeps MONAI Label's behaviour, which blocks the "
+                     "whole server during an inference",
 }
 #: Keys MONAI Label itself (or its sample-app conventions) reads; accepted without a warning.
 MONAI_LABEL_KEYS = frozenset({"server_mode", "models", "auth_token", "use_pretrained_model", "skip_trainers",
@@ -143,6 +146,7 @@ class AppSettings:
         support_tags: datastore tags searched for a saved support, in order.
         labels: names of label values 1..N (may be empty).
         preload: build the propagator at server start.
+        infer_threads: worker threads serving /infer (0: MONAI Label's blocking endpoint).
         note: why the method differs from the requested/default one (logged), else ``None``.
     """
 
@@ -154,6 +158,7 @@ class AppSettings:
     support_tags: tuple[str, ...] = DEFAULT_SUPPORT_TAGS
     labels: tuple[str, ...] = ()
     preload: bool = False
+    infer_threads: int = 1
     note: str | None = None
     unknown_keys: tuple[str, ...] = field(default=())
 
@@ -181,6 +186,7 @@ class AppSettings:
 
         checkpoint = Path(get("checkpoint")).expanduser().absolute() if get("checkpoint") else None
         steps = get("relearn_steps")
+        threads = get("infer_threads")
         threshold = get("flag_threshold")
         tags = parse_names(get("support_tags"), "--conf support_tags", SettingsError) if get("support_tags") else None
         if tags is not None and not tags:
@@ -195,6 +201,7 @@ class AppSettings:
             support_tags=tags or DEFAULT_SUPPORT_TAGS,
             labels=parse_names(get("labels"), "--conf labels", SettingsError) if get("labels") else (),
             preload=parse_bool(conf.get("preload", "false"), "--conf preload", SettingsError),
+            infer_threads=parse_int(threads, "--conf infer_threads", 0, SettingsError) if threads else 1,
             note=note,
             unknown_keys=tuple(sorted(k for k in conf if k not in CONF_KEYS and k not in MONAI_LABEL_KEYS)),
         )

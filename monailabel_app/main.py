@@ -74,7 +74,7 @@ class CinepropApp(MONAILabelApp):
         meta = super().info()
         meta["cineprop"] = {**self.service.describe(), "version": cineprop.__version__,
                             "flag_threshold": self.settings.flag_threshold,
-                            "support_tags": list(self.settings.support_tags), "note": self.settings.note}
+                            "support_tags": list(self.settings.support_tags)}
         return meta
 
     def infer(self, request, datastore=None):

@@ -174,7 +174,7 @@ def test_4d_study_and_save_support(cineprop_server, tmp_path):
     np.testing.assert_array_equal(read_label(tmp_path / "again.nii.gz").array, predicted)
 
 
-def test_scoring_and_uncertain_strategy(cineprop_server, tmp_path):
+def test_scoring_and_uncertain_strategy(cineprop_server):
     url = cineprop_server.url
     scored = requests.post(f"{url}/scoring/cineprop_confidence", params={"run_sync": "true"}, json={},
                            timeout=300).json()
@@ -197,19 +197,24 @@ def test_scoring_and_uncertain_strategy(cineprop_server, tmp_path):
 
     first = requests.post(f"{url}/activelearning/cineprop_uncertain", timeout=60).json()
     assert first["id"] == expected_next() and first["mean_confidence"] <= 1.0
-    # Submit a corrected label as final (what Slicer's "Submit Label" does): the study leaves the queue.
-    truth = SAMPLE / f"{first['id']}_label.nii.gz" if (SAMPLE / f"{first['id']}_label.nii.gz").exists() else None
-    if truth is None:  # a study another test added
-        truth = Path(cineprop_server.studies) / "labels" / "support" / f"{first['id']}.nii.gz"
-    r = requests.put(f"{url}/datastore/label", params={"image": first["id"]},
-                     files={"label": (f"{first['id']}.nii.gz", truth.read_bytes())}, timeout=60)
+
+    # A study of our own that the stored scores make the least confident (sample studies are never finalised
+    # here: other suites share this server), then its corrected label submitted as final, as Slicer does.
+    image = SAMPLE / "patient022_frame01.nii.gz"
+    r = requests.put(f"{url}/datastore/image", params={"image": "al_study"},
+                     files={"file": (image.name, image.read_bytes())}, timeout=60)
     assert r.status_code == 200, r.text
-    second = requests.post(f"{url}/activelearning/cineprop_uncertain", timeout=60).json()
-    assert second.get("id") != first["id"]
-    if second.get("id"):
-        assert second["id"] == expected_next() or second.get("scored") == 0
-    random_pick = requests.post(f"{url}/activelearning/random", timeout=60).json()
-    assert random_pick["id"] != first["id"]
+    r = requests.put(f"{url}/datastore/image/info", params={"image": "al_study"},
+                     data={"info": json.dumps({"cineprop": {"mean_confidence": 0.0, "flagged": 7}})}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert requests.post(f"{url}/activelearning/cineprop_uncertain", timeout=60).json()["id"] == "al_study"
+    truth = SAMPLE / "patient022_frame01_label.nii.gz"
+    r = requests.put(f"{url}/datastore/label", params={"image": "al_study"},
+                     files={"label": ("al_study.nii.gz", truth.read_bytes())}, timeout=60)
+    assert r.status_code == 200, r.text
+    after = requests.post(f"{url}/activelearning/cineprop_uncertain", timeout=60).json()
+    assert after["id"] != "al_study" and after["id"] == expected_next()  # finished studies leave the queue
+    assert requests.post(f"{url}/activelearning/random", timeout=60).json()["id"] != "al_study"
 
 
 def test_batch_infer_labels_every_study_with_a_support(cineprop_server):

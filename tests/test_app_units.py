@@ -40,7 +40,11 @@ class CheckpointedCopy(CopyPropagator):
 
     builds: list = []
 
+    bundled = True  # whether "bundled weights" exist when no checkpoint is given
+
     def __init__(self, checkpoint: str | None = None, device: str | None = None):
+        if checkpoint is None and not CheckpointedCopy.bundled:
+            raise CheckpointError("bundled.pt: bundled checkpoint missing")
         self.checkpoint = checkpoint
         CheckpointedCopy.builds.append(checkpoint)
 
@@ -49,6 +53,7 @@ class CheckpointedCopy(CopyPropagator):
 def checkpointed_method():
     methods.register("test-checkpointed", f"{__name__}:CheckpointedCopy", "copy, with a checkpoint option")
     CheckpointedCopy.builds.clear()
+    CheckpointedCopy.bundled = True
     try:
         yield "test-checkpointed"
     finally:
@@ -62,6 +67,7 @@ def test_settings_defaults_and_fallback(app_lib):
     assert s.method == settings.FALLBACK_METHOD and "not installed" in s.note
     assert s.support_tags == ("support", "final") and s.flag_threshold == 0.5 and s.checkpoint is None
     assert settings.AppSettings.from_conf({}, ["flow", "model"]).method == "model"
+    assert s.preload is True and s.infer_threads == 1
     s = settings.AppSettings.from_conf({"method": "copy", "flag_threshold": "0.7", "labels": "RV, LV",
                                         "support_tags": "painted,final", "preload": "yes", "typo": "1"}, ["copy"])
     assert (s.method, s.flag_threshold, s.labels, s.support_tags, s.preload) == \
@@ -122,4 +128,26 @@ def test_explicit_checkpoint_and_option_checks(app_lib, checkpointed_method, tmp
         service_module.PropagationService(settings.AppSettings(method="flow", checkpoint=tmp_path / "x.pt"), tmp_path)
     flow = service_module.PropagationService(settings.AppSettings(method="flow"), tmp_path)
     (tmp_path / settings.PUBLISHED_CHECKPOINT).write_bytes(b"ignored by flow")
-    assert flow.checkpoint() is None and flow.describe() == {"method": "flow", "checkpoint": None}
+    assert flow.checkpoint() is None and flow.describe() == {"method": "flow", "checkpoint": None, "note": None}
+
+
+def test_default_method_without_weights_falls_back_until_a_checkpoint_is_published(app_lib, checkpointed_method,
+                                                                                   tmp_path):
+    settings = app_lib("lib.configs.settings")
+    service_module = app_lib("lib.service")
+    CheckpointedCopy.bundled = False
+    s = settings.AppSettings(method=checkpointed_method, fallback="flow")
+    service = service_module.PropagationService(s, tmp_path)
+    assert service.propagator().name == "flow"
+    assert service.describe()["method"] == "flow" and "bundled checkpoint missing" in service.describe()["note"]
+    (tmp_path / settings.PUBLISHED_CHECKPOINT).write_bytes(b"trained")
+    assert isinstance(service.propagator(), CheckpointedCopy)
+    assert service.describe() == {"method": checkpointed_method, "note": None,
+                                  "checkpoint": str(tmp_path / settings.PUBLISHED_CHECKPOINT)}
+    strict = service_module.PropagationService(settings.AppSettings(method=checkpointed_method), tmp_path / "empty")
+    with pytest.raises(CheckpointError):  # method configured explicitly: no fallback, the client gets a 503
+        strict.propagator()
+    conf = settings.AppSettings.from_conf({}, ["flow", "model"])
+    assert (conf.method, conf.fallback) == ("model", "flow")
+    assert settings.AppSettings.from_conf({"checkpoint": "/x.pt"}, ["flow", "model"]).fallback is None
+    assert settings.AppSettings.from_conf({"method": "model"}, ["flow", "model"]).fallback is None

@@ -113,6 +113,8 @@ class PropagationService:
         self._lock = threading.Lock()
         self._propagator: Propagator | None = None
         self._key: tuple | None = None
+        self.note: str | None = None  # why a fallback method is served
+        self._active: str | None = None  # the method built
 
     def _takes(self, option: str) -> bool:
         return self._accepted is None or option in self._accepted
@@ -136,25 +138,47 @@ class PropagationService:
             raise CheckpointError(where(path, "checkpoint file not found")) from None
         return str(path), stat.st_mtime_ns, stat.st_size
 
+    def _build(self, method: str, key: tuple | None) -> Propagator:
+        accepted = options(method)
+        opts = {"checkpoint": key[0] if key else None, "device": self.settings.device,
+                "steps": self.settings.relearn_steps}
+        opts = {k: v for k, v in opts.items() if v is not None and (accepted is None or k in accepted)}
+        start = time.perf_counter()
+        propagator = build_propagator(method, **opts)
+        logger.info(f"cineprop: built method {method!r} {opts or ''} in {time.perf_counter() - start:.2f} s")
+        return propagator
+
     def propagator(self) -> Propagator:
-        """The propagator, (re)built if the checkpoint file changed since the last call."""
+        """The propagator, (re)built if the checkpoint file changed since the last call.
+
+        When the method was not configured explicitly and its weights cannot be loaded
+        (``CheckpointError``), :attr:`AppSettings.fallback` is built instead and :meth:`describe`
+        says why; a checkpoint published later is tried again.
+        """
         with self._lock:
             key = self._fingerprint()
             if self._propagator is None or key != self._key:
-                opts = {"checkpoint": key[0] if key else None, "device": self.settings.device,
-                        "steps": self.settings.relearn_steps}
-                opts = {k: v for k, v in opts.items() if v is not None and self._takes(k)}
-                start = time.perf_counter()
-                propagator = build_propagator(self.settings.method, **opts)
-                why = "checkpoint changed" if self._propagator is not None else "first use"
-                logger.info(f"cineprop: built method {self.settings.method!r} {opts or ''} in "
-                            f"{time.perf_counter() - start:.2f} s ({why})")
+                if self._propagator is not None:
+                    logger.info(f"cineprop: checkpoint changed ({key[0] if key else 'none'}): rebuilding")
+                try:
+                    propagator, self.note = self._build(self.settings.method, key), None
+                    self._active = self.settings.method
+                except CheckpointError as exc:
+                    if not self.settings.fallback:
+                        raise
+                    propagator, self._active = self._build(self.settings.fallback, None), self.settings.fallback
+                    self.note = (f"method {self.settings.method!r} unavailable ({exc}); serving "
+                                 f"{self.settings.fallback!r} until a checkpoint is published in {self.model_dir}")
+                    logger.warning(f"cineprop: {self.note}")
                 self._propagator, self._key = propagator, key
             return self._propagator
 
     def describe(self) -> dict:
+        """The method actually served (once built), its checkpoint and why it differs from the configured one."""
         path = self.checkpoint()
-        return {"method": self.settings.method, "checkpoint": str(path) if path else None}
+        method = self._active or self.settings.method
+        return {"method": method, "checkpoint": str(path) if path and method == self.settings.method else None,
+                "note": self.note or self.settings.note}
 
     def propagate_file(self, image: str | Path, support: str | Path, support_frames: Iterable[int] | None = None,
                        slice_index: int | None = None, ignored_labels: Iterable[int] = ()) -> VolumeResult:

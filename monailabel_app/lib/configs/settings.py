@@ -34,8 +34,8 @@ IGNORED_SEGMENT_NAMES = frozenset({"background", "background_scribbles"})
 
 #: ``--conf`` keys of this app and what they do (``docs/monailabel.md`` lists the same).
 CONF_KEYS: dict[str, str] = {
-    "method": f"propagation method (default {DEFAULT_METHOD!r}; {FALLBACK_METHOD!r} while {DEFAULT_METHOD!r} "
-              "is not installed); see `cineprop predict --help` for the list",
+    "method": f"propagation method (default {DEFAULT_METHOD!r}, or {FALLBACK_METHOD!r} when neither method nor "
+              f"checkpoint is configured and {DEFAULT_METHOD!r} has no usable weights); see `cineprop predict --help`",
     "checkpoint": "model checkpoint (.pt) for learned methods; default: model/cineprop.pt in the app folder "
                   "when present, else the method's bundled weights. Reloaded when the file changes",
     "device": "torch device for learned methods, e.g. cpu or cuda:0 (default: the method's, cpu)",
@@ -44,7 +44,8 @@ CONF_KEYS: dict[str, str] = {
     "support_tags": "comma-separated datastore label tags searched for a saved support when a request "
                     f"uploads none (default {','.join(DEFAULT_SUPPORT_TAGS)})",
     "labels": "comma-separated structure names for label values 1, 2, ... (default: 'label N')",
-    "preload": "build the propagator when the server starts instead of on the first request (default false)",
+    "preload": "build the propagator (load the model) when the server starts rather than on the first "
+               "request (default true)",
     "infer_threads": "inferences run in up to this many worker threads, so /info, the datastore and other users "
                      "are answered meanwhile (default 1); 0 keeps MONAI Label's behaviour, which blocks the "
                      "whole server during an inference",
@@ -147,7 +148,9 @@ class AppSettings:
         labels: names of label values 1..N (may be empty).
         preload: build the propagator at server start.
         infer_threads: worker threads serving /infer (0: MONAI Label's blocking endpoint).
-        note: why the method differs from the requested/default one (logged), else ``None``.
+        note: why the method differs from the default one (logged), else ``None``.
+        fallback: method served instead when ``method`` cannot be built (only when neither
+            ``method`` nor ``checkpoint`` was configured), else ``None``.
     """
 
     method: str = FALLBACK_METHOD
@@ -157,9 +160,10 @@ class AppSettings:
     flag_threshold: float = 0.5
     support_tags: tuple[str, ...] = DEFAULT_SUPPORT_TAGS
     labels: tuple[str, ...] = ()
-    preload: bool = False
+    preload: bool = True
     infer_threads: int = 1
     note: str | None = None
+    fallback: str | None = None
     unknown_keys: tuple[str, ...] = field(default=())
 
     @classmethod
@@ -167,7 +171,7 @@ class AppSettings:
         """Parse MONAI Label's ``conf`` dict; ``available`` are the installed method names."""
         conf = dict(conf or {})
         available = set(available)
-        note = None
+        note, fallback = None, None
         if "method" in conf:
             method = conf["method"].strip()
             if method not in available:
@@ -175,9 +179,11 @@ class AppSettings:
                                     f"{', '.join(sorted(available))}")
         elif DEFAULT_METHOD in available:
             method = DEFAULT_METHOD
+            # Nothing asked for explicitly: if its weights cannot be loaded, serve the baseline.
+            fallback = FALLBACK_METHOD if not str(conf.get("checkpoint") or "").strip() else None
         else:
             method = FALLBACK_METHOD
-            note = (f"method {DEFAULT_METHOD!r} is not installed yet: using {FALLBACK_METHOD!r} "
+            note = (f"method {DEFAULT_METHOD!r} is not installed: using {FALLBACK_METHOD!r} "
                     f"(set --conf method to choose)")
 
         def get(key: str) -> str | None:
@@ -200,9 +206,10 @@ class AppSettings:
                             if threshold else 0.5),
             support_tags=tags or DEFAULT_SUPPORT_TAGS,
             labels=parse_names(get("labels"), "--conf labels", SettingsError) if get("labels") else (),
-            preload=parse_bool(conf.get("preload", "false"), "--conf preload", SettingsError),
+            preload=parse_bool(conf.get("preload", "true"), "--conf preload", SettingsError),
             infer_threads=parse_int(threads, "--conf infer_threads", 0, SettingsError) if threads else 1,
             note=note,
+            fallback=fallback,
             unknown_keys=tuple(sorted(k for k in conf if k not in CONF_KEYS and k not in MONAI_LABEL_KEYS)),
         )
 

@@ -61,6 +61,7 @@ class CinepropConfidence(ScoringMethod):
 
     def _score(self, datastore: Datastore, images: str, force: bool, threshold: float) -> dict:
         start = time.perf_counter()
+        self.service.propagator()  # build first, so describe() names the method actually used
         datastore.refresh()
         ids = sorted(datastore.get_unlabeled_images() if images == "unlabeled" else datastore.list_images())
         out: dict = {"scored": {}, "up_to_date": [], "no_support": [], "failed": {}}

@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
               "method": args.method, "results": results}
     print(f"\n`{report['command']}` — {report['cpus']} CPUs, load average {load:.1f} at start, "
           f"cine {report['cine']}, method {args.method}\n")
-    print("| server | start, median (s) | infer via HTTP, median (s) [min–max] | infer, server side (s) | /info idle (s) "
-          "| /info during infer (s) | ratio |")
+    print("| server | start, median (s) | infer via HTTP, median (s) [min–max] | infer, server side (s) "
+          "| /info idle (s) | /info during infer (s) | ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['server']} | {r['start_s']} | {r['infer_http_s']} [{r['infer_http_range_s'][0]}–"

@@ -61,8 +61,8 @@ class RelearnConfig:
     lambda_s: float = 1.0
     lambda_w: float = 1.0
     lambda_tps: float = 0.0
-    train: tuple[str, ...] = ("tau", "fusion", "head")
-    steps: int = 40
+    train: tuple[str, ...] = ("tau", "head")
+    steps: int = 20
     lr: float = 1e-3
     weight_decay: float = 0.0
     window_frames: int = 6

@@ -14,6 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("data_dir")
     p.add_argument("--out", required=True, help="checkpoint to write (OUT.last.pt is kept for resuming)")
     p.add_argument("--checkpoint", default=None, help="image checkpoint to start from (default: the bundled one)")
+    p.add_argument("--split-file", help="CSV with columns sequence,split")
+    p.add_argument("--split", help="relearn only on this split (e.g. train)")
     p.add_argument("--support-from", default="labels",
                    help="'labels' (ID_label.* beside each image) or a folder with ID_label.* or ID.* label files")
     p.add_argument("--frames", default="all", choices=["all", "first", "middle"],
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     config = RelearnConfig().with_options(options)
     summary = relearn_collection(args.data_dir, args.out, args.checkpoint, config, args.support_from, args.frames,
                                  args.shots, args.steps_per_cine, args.save_every, not args.no_resume, args.limit,
-                                 args.device, progress=not args.quiet)
+                                 args.device, progress=not args.quiet, split_file=args.split_file, split=args.split)
     print(f"relearned {summary['steps']} steps over {summary['cines_visited']} cine visits "
           f"({summary['cines']} images) in {summary['minutes']:.1f} min: {summary['out']}")
     return 0

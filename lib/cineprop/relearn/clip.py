@@ -56,8 +56,13 @@ def build_clip(session: PropagationSession, stage1: Propagation, config: Relearn
             for f, mask in painted_np[slot].items():
                 item = plan_item(slot, list(painted_np[slot]), f, t, shots, scale, exclude_self=True)
                 exclusive.append((item, mask))
+                for d in range(2, config.cycle_distance + 1):       # memory from farther frames
+                    for m in (f - d, f + d):
+                        if 0 <= m < t and m not in painted_np[slot]:
+                            exclusive.append((Item(slot, f, item.supports, (m, float(np.exp(-d / scale)))), mask))
                 for _ in range(config.copies):
-                    copies.append(_deformed_copy(rng, slot, f, crops[f], mask, bank, memory_np, scale))
+                    copies.append(_deformed_copy(rng, slot, f, crops[f], mask, bank, memory_np, scale,
+                                                 config.copy_strength))
         if config.lambda_tps > 0:
             augmented = len(bank)
             bank.extend(_augment_intensity(rng, c) for c in crops)
@@ -75,7 +80,8 @@ def build_clip(session: PropagationSession, stage1: Propagation, config: Relearn
 
 
 def _deformed_copy(rng: np.random.Generator, slot: int, frame: int, image: np.ndarray, mask: np.ndarray,
-                   bank: list[np.ndarray], memory: dict, temporal_scale: float) -> tuple[Item, np.ndarray]:
+                   bank: list[np.ndarray], memory: dict, temporal_scale: float, strength: float = 1.4
+                   ) -> tuple[Item, np.ndarray]:
     """A painted frame deformed as if it were a neighbouring frame (``image_pair`` episodes of training).
 
     The copy is the query; the painted frame is its support shot; a lightly deformed copy of the
@@ -83,7 +89,7 @@ def _deformed_copy(rng: np.random.Generator, slot: int, frame: int, image: np.nd
     """
     from cineprop.training.augment import corrupt_mask, deform
 
-    query, target = deform(rng, image, mask > 0.5, float(rng.uniform(0.4, 1.4)))
+    query, target = deform(rng, image, mask > 0.5, float(rng.uniform(min(0.4, strength), strength)))
     near, near_mask = deform(rng, query, target, 0.4)
     if rng.random() < 0.5:
         near_mask = corrupt_mask(rng, near_mask)

@@ -41,8 +41,12 @@ class CineSource:
     painted: Path
 
 
-def find_sources(data_dir: str | Path, support_from: str = "labels") -> list[CineSource]:
-    """Images in ``data_dir`` with their painted label files (see the module docstring)."""
+def find_sources(data_dir: str | Path, support_from: str = "labels", split_file: str | Path | None = None,
+                 split: str | None = None) -> list[CineSource]:
+    """Images in ``data_dir`` with their painted label files (see the module docstring).
+
+    ``split_file``/``split``: keep only the sequences of that split (a CSV ``sequence,split``).
+    """
     root = Path(data_dir)
     if not root.is_dir():
         raise InputError(where(root, "data folder not found"))
@@ -61,6 +65,11 @@ def find_sources(data_dir: str | Path, support_from: str = "labels") -> list[Cin
         painted = next((support_dir / n for n in names if (support_dir / n).exists()), None)
         if painted is not None:
             out.append(CineSource(case, path, painted))
+    if split_file is not None:
+        from cineprop.training.data import read_split
+
+        wanted = set(read_split(split_file, split))
+        out = [source for source in out if source.id in wanted]
     if not out:
         raise InputError(where(support_dir, "no image with a painted label file found"))
     return out
@@ -82,11 +91,11 @@ def relearn_collection(data_dir: str | Path, out: str | Path, checkpoint: str | 
                        config: RelearnConfig = RelearnConfig(), support_from: str = "labels",
                        frames: str = "all", shots: int = 1, steps_per_cine: int = 4, save_every: int = 50,
                        resume: bool = True, limit: int | None = None, device: str = "cpu",
-                       progress: bool = True) -> dict:
+                       progress: bool = True, split_file: str | Path | None = None, split: str | None = None) -> dict:
     """Relearn one student over every cine of ``data_dir``; write ``out`` (kind ``relearn``)."""
     out = Path(out)
     last = out.with_name(out.name.removesuffix(".pt") + ".last.pt")
-    sources = find_sources(data_dir, support_from)[:limit]
+    sources = find_sources(data_dir, support_from, split_file, split)[:limit]
     teacher, payload = load_model(checkpoint, device)
     if payload.get("kind") == "relearn":
         raise InputError(where(checkpoint, "collection relearning starts from an image checkpoint"))
@@ -105,7 +114,7 @@ def relearn_collection(data_dir: str | Path, out: str | Path, checkpoint: str | 
             step, history, order, position = extra["step"], extra["history"], extra["order"], extra["position"]
             rng.bit_generator.state = extra["rng"]
             torch.set_rng_state(extra["torch_rng"])
-        meta = {"relearn_config": config.to_dict(), "data": str(data_dir), "support_from": support_from,
+        meta = {"relearn_config": config.to_dict(), "data": str(data_dir), "split": split, "support_from": support_from,
                 "frames": frames, "shots": shots, "steps_per_cine": steps_per_cine,
                 "image_checkpoint": str(checkpoint) if checkpoint else "bundled",
                 "image_meta": payload.get("meta", {})}

@@ -40,6 +40,9 @@ class RelearnConfig:
         window_frames: consecutive frames whose predictions one step computes.
         copies: deformed copies made of each painted frame (for ``L_s``).
         copies_per_step: of those, used per step.
+        copy_strength: largest deformation of a copy (1 ≈ rotation ±8°, scale ±8 %, elastic ±2 %).
+        cycle_distance: the painted frames are also predicted from the stage-1 prediction of the
+            frames up to this far away as memory (1: the neighbours only).
         patience, tolerance: stop when the smoothed loss has not fallen by ``tolerance`` (relative)
             for ``patience`` steps (0 disables early stopping).
         seed: seeds every random choice (windows, copies, initialisation of the TAU).
@@ -68,6 +71,8 @@ class RelearnConfig:
     window_frames: int = 6
     copies: int = 6
     copies_per_step: int = 3
+    copy_strength: float = 1.4
+    cycle_distance: int = 1
     patience: int = 12
     tolerance: float = 0.01
     seed: int = 0
@@ -88,12 +93,12 @@ class RelearnConfig:
         if unknown or not self.train:
             raise CinepropError(f"relearn config: train must be a non-empty subset of {', '.join(GROUPS)}; "
                                 f"got {', '.join(self.train) or 'nothing'}")
-        for name in ("steps", "window_frames", "copies", "copies_per_step", "patience"):
+        for name in ("steps", "window_frames", "copies", "copies_per_step", "patience", "cycle_distance"):
             if int(getattr(self, name)) < (0 if name in ("steps", "copies", "copies_per_step", "patience") else 1):
                 raise CinepropError(f"relearn config: {name} = {getattr(self, name)} is out of range")
-        if not (self.lr > 0 and self.guard_area_ratio >= 1 and 0 <= self.guard_dice <= 1
+        if not (self.lr > 0 and self.copy_strength > 0 and self.guard_area_ratio >= 1 and 0 <= self.guard_dice <= 1
                 and 0.5 < self.tps_confidence < 1):
-            raise CinepropError("relearn config: lr > 0; guard_area_ratio ≥ 1; guard_dice in [0, 1]; "
+            raise CinepropError("relearn config: lr, copy_strength > 0; guard_area_ratio ≥ 1; guard_dice in [0, 1]; "
                                 "tps_confidence in (0.5, 1)")
 
     @property

@@ -146,3 +146,11 @@ def test_one_job_per_out_dir(tmp_path):
         fcntl.flock(fh, fcntl.LOCK_EX)  # another job holds OUT_DIR
         with pytest.raises(CinepropError, match="another cineprop batch job"):
             run_batch(BatchConfig(str(data), "labels", str(tmp_path / "out"), local=True, progress=False))
+
+
+def test_unreachable_cluster_fails_fast(tmp_path, capsys):
+    data = tmp_path / "data"
+    _write_cine(data, "a")
+    rc = main(["batch", str(data), "--support-from", "labels", "--out", str(tmp_path / "out"),
+               "--ray-address", "127.0.0.1:1", "--quiet"])
+    assert rc == 2 and "cannot join the Ray cluster at 127.0.0.1:1: nothing answers" in capsys.readouterr().err

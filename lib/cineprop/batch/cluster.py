@@ -16,10 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+from cineprop.errors import CinepropError
 
 #: Object-store cap of the local instance. Only small result rows pass through it (workers read and
 #: write files themselves), so this stays far from the default (30 % of RAM).
@@ -56,19 +59,41 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ship_co
         yield _info(owned=False, address=address)
         return
     common = dict(include_dashboard=None, log_to_driver=False, logging_level="ERROR")
-    if address:
-        runtime_env = ship_code_env() if ship_code else None
-        context = ray.init(address=address, runtime_env=runtime_env, **common)
-    else:
-        context = ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_bytes, **common)
-    with _terminate_as_interrupt():
-        try:
+    with _terminate_as_interrupt() as rearm:
+        try:  # ray.init inside the try: Ctrl-C while Ray starts still stops what it started
+            if address:
+                _check_reachable(address)
+                runtime_env = ship_code_env() if ship_code else None
+                try:
+                    context = ray.init(address=address, runtime_env=runtime_env, **common)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    cause = exc.__cause__ or exc
+                    detail = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+                    raise CinepropError(f"cannot join the Ray cluster at {address}: {detail[:300]}") from None
+            else:
+                context = ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_bytes,
+                                   **common)
+            rearm()  # ray.init installs its own SIGTERM handler (a stack dump, no cleanup): ours goes back on top
             info = _info(owned=True, address=address, dashboard=getattr(context, "dashboard_url", None))
             log(f"ray: {'joined ' + address if address else 'local instance'}, {info.cpus:g} CPUs on {info.nodes} "
                 f"node(s); dashboard: {info.dashboard_url or 'not available (needs ray[default])'}")
             yield info
         finally:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes (Ray retries for a long time), when nothing listens at ``HOST:PORT``."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise CinepropError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise CinepropError(f"cannot join the Ray cluster at {address}: nothing answers ({exc.strerror or exc})") from None
 
 
 def _info(owned: bool, address: str | None, dashboard: str | None = None) -> RayInfo:
@@ -89,10 +114,13 @@ def _info(owned: bool, address: str | None, dashboard: str | None = None) -> Ray
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a scheduler stopping the job) into KeyboardInterrupt so cleanup runs the same way."""
+def _terminate_as_interrupt() -> Iterator[Callable[[], None]]:
+    """Turn SIGTERM (a scheduler stopping the job) into KeyboardInterrupt so cleanup runs the same way.
+
+    Yields a function that installs the handler again (after a library replaced it).
+    """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
 
     def _raise(signum, frame):  # noqa: ARG001
@@ -100,6 +128,6 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
     previous = signal.signal(signal.SIGTERM, _raise)
     try:
-        yield
+        yield lambda: signal.signal(signal.SIGTERM, _raise)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -32,10 +32,11 @@ from cineprop.io.atomic import atomic_write_text
 #: Manifest columns. ``frames``: frames propagated (all slice positions); ``mean_confidence``: mean
 #: confidence of the query (unpainted) frames; ``flagged``: number of query frames below the flag
 #: threshold, listed in ``flagged_frames`` (``t`` for 3D, ``zZ:t`` for 4D); ``seconds``: the worker's
-#: wall time for the cine (read, propagate, write); ``attempts``: tries this run (a worker lost with
-#: the cine in flight counts one).
+#: wall time for the cine (read, propagate, write), ``cpu_seconds`` the CPU time its process used meanwhile
+#: (all threads; unlike wall time it does not grow when other work shares the cores);
+#: ``attempts``: tries this run (a worker lost with the cine in flight counts one).
 FIELDS = ["id", "status", "frames", "support_frames", "mean_confidence", "flagged", "flagged_frames", "seconds",
-          "propagate_seconds", "attempts", "worker", "finished", "output", "error"]
+          "cpu_seconds", "propagate_seconds", "attempts", "worker", "finished", "output", "error"]
 #: Row statuses: ``ok`` (output written), ``failed`` (error says why), ``no_support`` (nothing to propagate).
 STATUSES = ("ok", "failed", "no_support")
 

@@ -161,7 +161,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
                           threads=max(1, int(config.cpus_per_worker)) if config.use_ray else None,
                           run=run_id, journal=str(journal_path(state)), crash_on=dict(config.crash_on))
         counts: Counter = Counter()
-        worker_seconds = [0.0]
+        worker_seconds = [0.0, 0.0]  # wall, CPU
         bar = tqdm(total=len(todo), desc=f"batch {config.method}", unit="cine", file=sys.stderr,
                    disable=not config.progress, smoothing=0.05)
 
@@ -169,6 +169,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
             manifest.record(row)
             counts[row["status"]] += 1
             worker_seconds[0] += float(row.get("seconds") or 0.0)
+            worker_seconds[1] += float(row.get("cpu_seconds") or 0.0)
             bar.update(1)
             bar.set_postfix_str(f"ok={counts['ok']} failed={counts['failed']} left={len(todo) - sum(counts.values())}",
                                 refresh=False)
@@ -189,7 +190,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
             manifest.flush()
             remove_stale_temporaries(out)
             log_event(state, "job_end", run=run_id, interrupted=interrupted, **dict(counts))
-        summary = _summary(config, jobs, manifest, counts, already, wall, worker_seconds[0], planning_seconds,
+        summary = _summary(config, jobs, manifest, counts, already, wall, worker_seconds, planning_seconds,
                            resumed, run_id)
         summary.update(run_info)
         summary.update(derived(summary))
@@ -246,7 +247,7 @@ def _run_ray(config: BatchConfig, todo: list[CineJob], spec: WorkerSpec, state: 
 
 
 def _summary(config: BatchConfig, jobs: list[CineJob], manifest: Manifest, counts: Counter, already: int,
-             wall: float, worker_seconds: float, planning_seconds: float, resumed: bool, run_id: str) -> dict:
+             wall: float, worker_seconds: list[float], planning_seconds: float, resumed: bool, run_id: str) -> dict:
     done = counts["ok"] + counts["failed"]
     overall = manifest.counts(j.id for j in jobs)
     failures = [{"id": j.id, "error": manifest.rows[j.id]["error"]} for j in jobs
@@ -260,7 +261,7 @@ def _summary(config: BatchConfig, jobs: list[CineJob], manifest: Manifest, count
         "ok_now": counts["ok"], "failed_now": counts["failed"],
         "ok": overall["ok"], "failed": overall["failed"], "no_support": overall["no_support"],
         "planning_seconds": round(planning_seconds, 3), "wall_seconds": round(wall, 3),
-        "worker_seconds": round(worker_seconds, 3),
+        "worker_seconds": round(worker_seconds[0], 3), "worker_cpu_seconds": round(worker_seconds[1], 3),
         "cines_per_second": round(done / wall, 4) if done and wall > 0 else None,
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "failures": failures[:50],
@@ -281,7 +282,8 @@ def derived(summary: dict) -> dict:
         return {}
     return {"steady_cines_per_second": round(n / steady, 4),
             "overhead_seconds_per_cine": round((workers * steady - summary["worker_seconds"]) / n, 4),
-            "mean_worker_seconds_per_cine": round(summary["worker_seconds"] / n, 4)}
+            "mean_worker_seconds_per_cine": round(summary["worker_seconds"] / n, 4),
+            "mean_worker_cpu_seconds_per_cine": round(summary.get("worker_cpu_seconds", 0.0) / n, 4)}
 
 
 def format_summary(summary: dict) -> str:
@@ -295,7 +297,8 @@ def format_summary(summary: dict) -> str:
     if extra:
         lines.append(f"throughput: {summary['cines_per_second']:.2f} cines/s overall, "
                      f"{extra['steady_cines_per_second']:.2f} after startup; worker time "
-                     f"{extra['mean_worker_seconds_per_cine']:.3f} s/cine, overhead "
+                     f"{extra['mean_worker_seconds_per_cine']:.3f} s/cine "
+                     f"({extra['mean_worker_cpu_seconds_per_cine']:.3f} s CPU), overhead "
                      f"{extra['overhead_seconds_per_cine']:.3f} s/cine")
     if summary.get("workers_lost") or summary.get("retried"):
         lines.append(f"workers lost: {summary.get('workers_lost', 0)}, retries: {summary.get('retried', 0)}, "

@@ -87,7 +87,7 @@ class CineWorker:
         Never raises for a problem of the cine: the row has ``status="failed"``, the one-line
         ``error`` and ``retry`` (False for user errors, which would fail again the same way).
         """
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if attempt <= int(self.spec.crash_on.get(job.id, 0)):
             os._exit(CRASH_EXIT_CODE)  # test hook: behave like a worker killed mid-cine
         row = {"id": job.id, "attempts": attempt, "worker": self.name, "output": job.output}
@@ -101,6 +101,7 @@ class CineWorker:
             row.update(status="failed", retry=True,
                        error=f"{type(exc).__name__}: {exc} (at {Path(tail.filename).name}:{tail.lineno})")
         row["seconds"] = round(time.perf_counter() - start, 4)
+        row["cpu_seconds"] = round(time.process_time() - cpu_start, 4)
         row["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         if row["status"] == "ok" and self.spec.journal:
             append_line(self.spec.journal, {**row, "run": self.spec.run})

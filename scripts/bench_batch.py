@@ -225,6 +225,8 @@ def main() -> int:
     p.add_argument("--no-fault", action="store_true", help="skip the killed-worker and Ctrl-C runs")
     p.add_argument("--kill-after", type=int, default=10, help="kill a worker once this many cines are committed")
     p.add_argument("--limit", type=int, default=None, help="only the first N ids (a quick try)")
+    p.add_argument("--probe", default="400x300x50",
+                   help="also measure one worker's peak memory on a synthetic 3-label cine of HxWxT ('' to skip)")
     p.add_argument("--work", default="/tmp/cineprop-bench-batch")
     p.add_argument("--out-json", default=None)
     args = p.parse_args()
@@ -273,11 +275,42 @@ def main() -> int:
         report["fault"] = fault
         report["interrupt"] = interrupt_check(base + ["--workers", "2"], work / "interrupt", args.kill_after,
                                               plan_jobs(data, support, work / "interrupt", ids), work / "loop")
+    if args.probe:
+        report["memory_probe"] = memory_probe(args.probe, work, args.method, args.checkpoint)
     text = json.dumps(report, indent=1)
     if args.out_json:
         Path(args.out_json).write_text(text + "\n")
     print(text)
     return 0
+
+
+def memory_probe(size: str, work: Path, method: str, checkpoint: str | None) -> dict:
+    """Peak RSS of one worker propagating one synthetic 3-label cine of ``size`` (``HxWxT``), in a fresh process."""
+    from cineprop.io import Geometry, Volume, write_image
+    from cineprop.synthetic import moving_shapes
+
+    h, w, t = (int(v) for v in size.lower().split("x"))
+    folder = work / "probe"
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, labels = moving_shapes(h, w, t, labels=3, seed=1)
+    painted = np.zeros_like(labels)
+    painted[:, :, 0] = labels[:, :, 0]
+    write_image(folder / "probe.nii.gz", frames, Geometry.identity(3))
+    write_label(folder / "probe_label.nii.gz", painted, Volume(frames, Geometry.identity(3)))
+    code = ("import json, resource, sys; from cineprop.batch.plan import CineJob; "
+            "from cineprop.batch.work import CineWorker, WorkerSpec; "
+            "w = CineWorker(WorkerSpec(sys.argv[1], {'checkpoint': sys.argv[3] or None})); "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; d = sys.argv[2]; "
+            "row = w.process(CineJob('probe', d + '/probe.nii.gz', d + '/probe_label.nii.gz', d + '/out.nii.gz')); "
+            "print(json.dumps({'base_mb': base, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "'status': row['status'], 'cpu_seconds': row.get('cpu_seconds'), 'error': row.get('error')}))")
+    done = subprocess.run([sys.executable, "-c", code, method, str(folder), checkpoint or ""], capture_output=True,
+                          text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    voxels = h * w * t
+    result.update(size=size, labels=3, voxels=voxels,
+                  bytes_per_voxel=round((result["peak_mb"] - result["base_mb"]) * 2 ** 20 / voxels, 1))
+    return result
 
 
 def _cpu_model() -> str:

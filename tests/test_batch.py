@@ -149,7 +149,7 @@ def test_cli_on_running_ray(cohort, local_ray, capsys):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, object_store_memory=80 * 1024 ** 2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, object_store_memory=80 * 1024 ** 2, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR")
     yield
     ray.shutdown()
@@ -201,8 +201,10 @@ def test_worker_killed_mid_cine_is_retried(cohort, local_ray):
     assert rows["c1"]["status"] == "ok" and int(rows["c1"]["attempts"]) == 2
     assert rows["c2"]["status"] == "failed" and rows["c2"]["attempts"] == "2"
     assert "worker lost on each of 2 attempts" in rows["c2"]["error"]
-    assert rows["c0"]["status"] == rows["c3"]["status"] == "ok"
-    assert summary["workers_lost"] >= 3 and summary["retried"] >= 2
+    # cines queued behind a dying worker are resubmitted without being charged an attempt
+    assert rows["c0"]["status"] == rows["c3"]["status"] == "ok" and rows["c0"]["attempts"] == rows["c3"]["attempts"] == "1"
+    # c2 dies twice, c1 once (possibly in the same worker death as one of c2's)
+    assert 2 <= summary["workers_lost"] <= 3 and summary["retried"] == 2
     events = [e["event"] for e in read_lines(out / ".batch" / "events.jsonl")]
     assert events.count("worker_lost") == summary["workers_lost"] and "job_end" in events
     # each result was committed (written) exactly once in this run

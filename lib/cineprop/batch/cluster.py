@@ -71,8 +71,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ship_co
                     detail = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
                     raise CinepropError(f"cannot join the Ray cluster at {address}: {detail[:300]}") from None
             else:
-                context = ray.init(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=object_store_bytes,
-                                   **common)
+                # address="local": a new private instance even when `ray start` left a cluster on this machine
+                context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
+                                   object_store_memory=object_store_bytes, **common)
             rearm()  # ray.init installs its own SIGTERM handler (a stack dump, no cleanup): ours goes back on top
             info = _info(owned=True, address=address, dashboard=getattr(context, "dashboard_url", None))
             log(f"ray: {'joined ' + address if address else 'local instance'}, {info.cpus:g} CPUs on {info.nodes} "

@@ -10,10 +10,11 @@ Scheduling (the driver's loop):
   write the volumes themselves, so driver and object-store memory stay flat whatever the cohort size.
 * Results are consumed as they finish (``ray.wait``), handed to ``on_row``.
 * Failures: a row with ``retry`` (an unexpected exception) is resubmitted; a user error is final at
-  once. When an actor dies (killed, out of memory, node lost) every cine in flight on it is charged one
-  attempt and resubmitted to another worker — unless the journal shows its result was committed before
-  the reply was lost (``adopt``), and the slot gets a fresh actor (up to ``workers × (retries + 1)``
-  replacements in all). A cine that used up ``retries + 1`` attempts is failed with its last error.
+  once. When an actor dies (killed, out of memory, node lost) the cine it was running is charged one
+  attempt and resubmitted, the cines queued behind it are resubmitted free, and a cine whose result the
+  journal shows committed before the reply was lost is adopted (``adopt``); the slot gets a fresh
+  actor (up to ``workers × (retries + 1)`` replacements in all). A cine that used up ``retries + 1``
+  attempts is failed with its last error.
   Actors run with ``max_restarts=0``/``max_task_retries=0``: the driver, not Ray, decides what is
   retried, so attempts are counted and bounded.
 """
@@ -51,7 +52,7 @@ class _Slot:
     ready: bool = False
     dead: bool = False
     info: dict = field(default_factory=dict)
-    inflight: int = 0
+    queue: list = field(default_factory=list)  # in-flight refs of the current actor, in submission order
 
 
 @dataclass
@@ -66,6 +67,12 @@ class PoolStats:
     worker_info: list = field(default_factory=list)
 
 
+def _init_failed(exc: BaseException) -> bool:
+    """Whether an actor error comes from its constructor (``actor_init_failed`` since Ray 2.2x; message before)."""
+    flag = getattr(exc, "actor_init_failed", None)
+    return bool(flag) if flag is not None else "creation task" in str(exc)
+
+
 def _last_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
@@ -76,7 +83,7 @@ def run_on_ray(jobs: list[CineJob], spec: WorkerSpec, options: PoolOptions, on_r
                adopt: Callable[[CineJob, int], dict | None] = lambda job, attempts: None) -> PoolStats:
     """Propagate ``jobs`` on the current Ray instance; call ``on_row`` with each final manifest row."""
     import ray
-    from ray.exceptions import ActorDiedError, RayActorError, RayError
+    from ray.exceptions import RayActorError, RayError
 
     started = time.perf_counter()
     actor_class = ray.remote(CineWorker).options(
@@ -87,55 +94,68 @@ def run_on_ray(jobs: list[CineJob], spec: WorkerSpec, options: PoolOptions, on_r
     replacements_left = len(slots) * (options.retries + 1)
     pending: deque[CineJob] = deque(jobs)
     attempts: dict[str, int] = {}
-    inflight: dict[object, tuple[_Slot, int, CineJob]] = {}
+    inflight: dict[object, tuple[_Slot, CineJob]] = {}
     starting: dict[object, tuple[_Slot, int]] = {}
     init_errors: list[str] = []
 
     def start(slot: _Slot) -> None:
         slot.generation += 1
         slot.actor = actor_class.remote(spec)
-        slot.ready, slot.inflight = False, 0
+        slot.ready, slot.queue = False, []
         slot.ready_ref = slot.actor.ready.remote()
         starting[slot.ready_ref] = (slot, slot.generation)
 
-    def lose(slot: _Slot, generation: int, error: BaseException) -> None:
-        """The actor of ``slot`` died: replace it once (later errors of the same generation are ignored)."""
+    def retry(job: CineJob, reason: str) -> None:
+        stats.retried += 1
+        on_event("retry", id=job.id, attempt=attempts[job.id] + 1, reason=reason)
+        pending.appendleft(job)
+
+    def lose(slot: _Slot, error: BaseException) -> None:
+        """The actor of ``slot`` died: settle every cine it held, then give the slot a fresh actor.
+
+        An actor runs its cines one at a time in submission order, so of the cines it held, those
+        committed in the journal are adopted, the oldest other one is the one it was running (charged
+        one attempt) and the rest were only queued (resubmitted without charge).
+        """
         nonlocal replacements_left
-        if generation != slot.generation or slot.dead:
-            return
         stats.workers_lost += 1
         on_event("worker_lost", worker=slot.info.get("worker"), slot=slot.index, error=_last_line(error))
+        held = [inflight.pop(ref)[1] for ref in slot.queue if ref in inflight]
+        charged = False
+        for job in held:
+            row = adopt(job, attempts[job.id])
+            if row is not None:
+                stats.adopted += 1
+                on_event("adopted", id=job.id, attempts=attempts[job.id])
+                on_row(row)
+            elif charged:
+                attempts[job.id] -= 1  # never started: this attempt does not count
+                pending.appendleft(job)
+            else:
+                charged = True
+                if attempts[job.id] <= options.retries:
+                    retry(job, "worker lost")
+                else:
+                    on_row({"id": job.id, "status": "failed", "attempts": attempts[job.id], "output": job.output,
+                            "error": f"worker lost on each of {attempts[job.id]} attempts (last: {_last_line(error)})"})
         ray.kill(slot.actor, no_restart=True)
         if replacements_left > 0:
             replacements_left -= 1
             start(slot)
         else:
-            slot.dead = True
-
-    def finish_lost(job: CineJob, error: BaseException) -> None:
-        row = adopt(job, attempts[job.id])
-        if row is not None:
-            stats.adopted += 1
-            on_event("adopted", id=job.id, attempts=attempts[job.id])
-            on_row(row)
-        elif attempts[job.id] <= options.retries:
-            stats.retried += 1
-            on_event("retry", id=job.id, attempt=attempts[job.id] + 1, reason="worker lost")
-            pending.appendleft(job)
-        else:
-            on_row({"id": job.id, "status": "failed", "attempts": attempts[job.id], "output": job.output,
-                    "error": f"worker lost on each of {attempts[job.id]} attempts (last: {_last_line(error)})"})
+            slot.dead, slot.queue = True, []
 
     for slot in slots:
         start(slot)
     try:
         while pending or inflight:
             for slot in slots:
-                while slot.ready and not slot.dead and slot.inflight < options.per_worker and pending:
+                while slot.ready and not slot.dead and len(slot.queue) < options.per_worker and pending:
                     job = pending.popleft()
                     attempts[job.id] = attempts.get(job.id, 0) + 1
-                    inflight[slot.actor.process.remote(job, attempts[job.id])] = (slot, slot.generation, job)
-                    slot.inflight += 1
+                    ref = slot.actor.process.remote(job, attempts[job.id])
+                    inflight[ref] = (slot, job)
+                    slot.queue.append(ref)
             if all(s.dead for s in slots):
                 reason = init_errors[-1] if init_errors else "every worker was lost"
                 if stats.workers_ready == 0 and init_errors:
@@ -154,12 +174,14 @@ def run_on_ray(jobs: list[CineJob], spec: WorkerSpec, options: PoolOptions, on_r
                     try:
                         slot.info = ray.get(ref)
                     except RayError as exc:
-                        if isinstance(exc, ActorDiedError) and exc.actor_init_failed:
+                        if generation != slot.generation:
+                            continue
+                        if isinstance(exc, RayActorError) and _init_failed(exc):
                             init_errors.append(_last_line(exc))
                             on_event("worker_failed_to_start", slot=slot.index, error=_last_line(exc))
-                            slot.dead = generation == slot.generation  # a constructor error repeats: no replacement
+                            slot.dead = True  # a constructor error repeats: no replacement
                         else:
-                            lose(slot, generation, exc)
+                            lose(slot, exc)
                         continue
                     if generation == slot.generation:
                         slot.ready = True
@@ -169,19 +191,21 @@ def run_on_ray(jobs: list[CineJob], spec: WorkerSpec, options: PoolOptions, on_r
                             stats.startup_seconds = time.perf_counter() - started
                         on_event("worker_ready", slot=slot.index, **slot.info)
                     continue
-                slot, generation, job = inflight.pop(ref)
-                if generation == slot.generation:
-                    slot.inflight -= 1
+                if ref not in inflight:
+                    continue  # settled when its worker was lost
+                slot, job = inflight[ref]
                 try:
                     row = ray.get(ref)
-                except (RayActorError, RayError) as exc:
-                    lose(slot, generation, exc)
-                    finish_lost(job, exc)
+                except RayActorError as exc:
+                    lose(slot, exc)  # settles this cine and every other one the dead worker held
                     continue
+                except RayError as exc:  # the task failed but its worker lives (e.g. a result Ray cannot send)
+                    row = {"id": job.id, "status": "failed", "attempts": attempts[job.id], "output": job.output,
+                           "error": _last_line(exc), "retry": True}
+                del inflight[ref]
+                slot.queue.remove(ref)
                 if row["status"] == "failed" and row.pop("retry", False) and attempts[job.id] <= options.retries:
-                    stats.retried += 1
-                    on_event("retry", id=job.id, attempt=attempts[job.id] + 1, reason=row.get("error"))
-                    pending.appendleft(job)
+                    retry(job, row.get("error") or "error")
                     continue
                 row.pop("retry", None)
                 on_row(row)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cineprop.batch.manifest import append_line, journal_path
+from cineprop.batch.manifest import append_line
 from cineprop.batch.plan import CineJob
 from cineprop.errors import CinepropError, SupportError, where
 from cineprop.io import assemble_labels, labels_for, load_cines, read_label, write_label
@@ -150,9 +150,3 @@ def propagate_file(job: CineJob, propagator, flag_threshold: float = DEFAULT_FLA
             "mean_confidence": round(float(np.mean(query_confidence)), 4) if query_confidence else None,
             "flagged": len(flagged), "flagged_frames": flagged, "propagate_seconds": round(seconds, 4)}
 
-
-def journal_for(out_dir: str | os.PathLike) -> str:
-    """The journal path of a job writing into ``out_dir``."""
-    from cineprop.batch.plan import state_dir
-
-    return str(journal_path(state_dir(out_dir)))

@@ -154,3 +154,40 @@ def test_unreachable_cluster_fails_fast(tmp_path, capsys):
     rc = main(["batch", str(data), "--support-from", "labels", "--out", str(tmp_path / "out"),
                "--ray-address", "127.0.0.1:1", "--quiet"])
     assert rc == 2 and "cannot join the Ray cluster at 127.0.0.1:1: nothing answers" in capsys.readouterr().err
+
+
+class FlakyFlow:
+    """``flow`` that raises an unexpected error on its first call for each cine (a transient failure)."""
+
+    name = "flaky"
+    seen: set = set()
+
+    def propagate(self, cine, support):
+        from cineprop.baselines import FlowPropagator
+
+        if cine.name not in FlakyFlow.seen:
+            FlakyFlow.seen.add(cine.name)
+            raise OSError("transient read error")
+        return FlowPropagator().propagate(cine, support)
+
+
+def test_local_loop_retries_unexpected_errors(tmp_path):
+    from cineprop import methods
+
+    data = tmp_path / "data"
+    for name in ("a", "b"):
+        _write_cine(data, name)
+    methods.register("flaky", f"{__name__}:FlakyFlow", "test double: fails once per cine")
+    try:
+        summary = run_batch(BatchConfig(str(data), "labels", str(tmp_path / "out"), method="flaky", local=True,
+                                        retries=1, progress=False))
+        assert summary["ok"] == 2
+        with (tmp_path / "out" / "manifest.csv").open(newline="") as fh:
+            assert [row["attempts"] for row in csv.DictReader(fh)] == ["2", "2"]
+        FlakyFlow.seen.clear()
+        summary = run_batch(BatchConfig(str(data), "labels", str(tmp_path / "out0"), method="flaky", local=True,
+                                        retries=0, progress=False))
+        assert summary["failed"] == 2 and "OSError: transient read error" in summary["failures"][0]["error"]
+    finally:
+        methods._REGISTRY.pop("flaky", None)
+        methods._DESCRIPTIONS.pop("flaky", None)

@@ -44,7 +44,8 @@ class BatchConfig:
             ``local=True``: the plain single-process loop (no Ray).
         retries: extra attempts for a cine whose worker died or hit an unexpected error.
         per_worker: cines in flight per worker (backpressure).
-        crash_on: TEST HOOK (see :class:`~cineprop.batch.work.WorkerSpec`); empty in normal use.
+        crash_on: TEST HOOK (see :class:`~cineprop.batch.work.WorkerSpec`); empty in normal use, meant for
+            Ray workers (in the plain loop it would end this process).
     """
 
     data_dir: str
@@ -182,7 +183,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
                 if config.use_ray:
                     run_info = _run_ray(config, todo, spec, state, on_row, log)
                 else:
-                    run_info = _run_local(todo, spec, on_row)
+                    run_info = _run_local(todo, spec, config.retries, on_row)
             interrupted = False
         finally:
             bar.close()
@@ -199,12 +200,16 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
     return summary
 
 
-def _run_local(todo: list[CineJob], spec: WorkerSpec, on_row: Callable[[dict], None]) -> dict:
+def _run_local(todo: list[CineJob], spec: WorkerSpec, retries: int, on_row: Callable[[dict], None]) -> dict:
+    """The plain loop: one propagator in this process; unexpected errors retried like on Ray."""
     start = time.perf_counter()
     worker = CineWorker(spec)
     startup = time.perf_counter() - start
     for job in todo:
-        row = worker.process(job, 1)
+        for attempt in range(1, retries + 2):
+            row = worker.process(job, attempt)
+            if not (row["status"] == "failed" and row.pop("retry", False)):
+                break
         row.pop("retry", None)
         on_row(row)
     return {"mode": "local", "workers": 1, "startup_seconds": round(startup, 3)}

@@ -31,9 +31,17 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Until the MONAI Label app lands, `make run` scores the bundled sample study.
+# `make run`: the MONAI Label server with the cineprop app on http://$(HOST):$(PORT), serving a copy of
+# the bundled sample study in $(STUDIES) (each cine with 2 painted support frames per structure, so a
+# first infer works without uploading anything; existing files there are kept). More options:
+#   make run APP_CONF="--conf method flow --conf flag_threshold 0.6" PORT=8001
+# The venv's interpreter runs MONAI Label (its `monailabel` script would use whatever python is on PATH).
+APP_CONF ?=
+SAMPLE_LABELS ?= right ventricle,myocardium,left ventricle
 run: $(STAMP)
-	$(VENV)/bin/cineprop evaluate data/sample --method flow --support first --overlays .run/overlays --out .run/sample-report.json
+	$(PY) scripts/prepare_studies.py data/sample $(STUDIES)
+	$(PY) -m monailabel.main start_server --app monailabel_app --studies $(STUDIES) --host $(HOST) --port $(PORT) \
+		--conf labels "$(SAMPLE_LABELS)" $(APP_CONF)
 
 clean-run:
 	rm -rf .run

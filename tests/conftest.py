@@ -51,3 +51,23 @@ def synthetic_files(tmp_path, synthetic, geometry3d):
 def sample_dir() -> Path:
     assert (SAMPLE / "patient001_frame01.nii.gz").exists(), "bundled sample study missing"
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def cineprop_server(tmp_path_factory):
+    """One real MONAI Label server (cineprop app, ``servers.TEST_CONF``) for the whole test session.
+
+    It serves a temporary copy of the sample study: ``patient001_frame01`` and ``patient080_frame01``
+    with a saved support (tag ``support``), ``patient022_frame01`` without one. Yields a
+    :class:`servers.CinepropServer` (``url``, ``studies``, ``log_tail()``); stopped at the end of the
+    session, also after failures. Tests may add studies and labels but must not delete the sample ones.
+    """
+    from servers import prepare_sample_studies, start_server
+
+    studies = tmp_path_factory.mktemp("monailabel") / "studies"
+    prepare_sample_studies(studies, with_support=["patient001_frame01", "patient080_frame01"])
+    server = start_server(studies, log_path=studies.parent / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()

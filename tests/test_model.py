@@ -85,3 +85,26 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny):
         read_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_training_forward_equals_the_staged_inference_path(tiny):
+    """The batched training forward (one backbone call) computes what the session computes in stages."""
+    from cineprop.model import SupportEncoding
+
+    torch.manual_seed(3)
+    b, k, r = 3, 2, TINY.resolution
+    q, s = torch.rand(b, 1, r, r), torch.rand(b, k, 1, r, r)
+    sm, w = (torch.rand(b, k, 1, r, r) > 0.5).float(), torch.rand(b, k)
+    mem, mm = torch.rand(b, 1, r, r), (torch.rand(b, 1, r, r) > 0.5).float()
+    mw = torch.tensor([0.7, 0.0, 0.4])                  # item 1 has no memory
+    keep = (mw > 0).float().view(b, 1, 1, 1)
+    with torch.no_grad():
+        out = tiny(q, s, sm, w, mem, mm, mw)
+        q_feats = tiny.extract_features(q)
+        enc = tiny.encode_support(s, sm)
+        m_feats, m_emb = tiny.encode_memory([f * keep for f in tiny.extract_features(mem)], mm * keep)
+        enc = SupportEncoding([torch.cat([a, c[:, None]], 1) for a, c in zip(enc.features, m_feats)],
+                              torch.cat([enc.embedding, m_emb[:, None]], 1), torch.cat([enc.masks, (mm * keep)[:, None]], 1))
+        weights = torch.cat([w, mw[:, None]], 1)
+        staged = tiny.decode(tiny.fuse(q_feats, enc, weights, tiny.pseudo_mask(tiny.embed(q_feats), enc, weights)))
+    assert torch.allclose(out, staged, atol=1e-5)

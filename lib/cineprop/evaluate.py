@@ -151,6 +151,17 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(reports: Sequence[dict]) -> str:
+    """One row per method: mean Dice, per-label Dice and speed, from reports of the same run."""
+    labels = sorted({k for r in reports for k in r["per_label"]}, key=int)
+    head = f"{'method':>8} {'mean':>7} " + " ".join(f"{'L' + k:>7}" for k in labels) + f" {'frames/s':>9}"
+    rows = [head]
+    for r in reports:
+        cells = " ".join(f"{r['per_label'].get(k, {}).get('dice', float('nan')):7.3f}" for k in labels)
+        rows.append(f"{r['method']:>8} {r['mean_dice']:7.3f} {cells} {r['frames_per_second']:9.1f}")
+    return "\n".join(rows)
+
+
 def write_report(report: dict, path: str | os.PathLike) -> None:
     """Write the report as strict JSON (NaN and infinity become ``null``), atomically."""
     atomic_write_text(path, json.dumps(jsonable(report), indent=1, allow_nan=False) + "\n")

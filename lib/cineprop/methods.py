@@ -57,3 +57,19 @@ def build_propagator(name: str, **options: Any) -> Propagator:
     except TypeError:
         raise CinepropError(f"method {name!r} does not take option(s) {', '.join(sorted(options))}") from None
     return factory(**options)
+
+
+def options(name: str) -> frozenset[str] | None:
+    """Keyword options method ``name`` takes (``checkpoint``, ``device``, ``steps``, ...).
+
+    ``None`` means any option (the factory takes ``**kwargs``). Front ends use it to pass only the
+    options a method understands, e.g. a configured checkpoint path to ``model`` but not to ``flow``.
+    """
+    if name not in _REGISTRY:
+        raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    module_name, attr = _REGISTRY[name].split(":")
+    parameters = inspect.signature(getattr(importlib.import_module(module_name), attr)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters
+                     if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))

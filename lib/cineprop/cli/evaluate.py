@@ -20,8 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--labels", type=int, nargs="+", help="only these label values")
     p.add_argument("--slice", type=int, default=None, help="4D inputs: only this slice position")
     p.add_argument("--limit", type=int, default=None, help="only the first N sequences (quick checks)")
-    add_method_arguments(p)
-    p.add_argument("--out", default=None, help="write the JSON report here")
+    add_method_arguments(p, several=True)
+    p.add_argument("--out", default=None, help="write the JSON report here (several methods: one file, a list)")
     p.add_argument("--overlays", default=None, help="write one PNG contour strip per sequence into this folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cineprop.errors import CinepropError
-    from cineprop.evaluate import evaluate, find_cases, format_table, write_report
+    from cineprop.evaluate import evaluate, find_cases, format_comparison, format_table, write_report
     from cineprop.methods import build_propagator
 
     if args.shots < 1:
@@ -37,12 +37,19 @@ def run(args: argparse.Namespace) -> int:
     cases = find_cases(args.data_dir, args.split_file, args.split)
     if args.limit:
         cases = cases[: args.limit]
-    propagator = build_propagator(args.method, **method_options(args))
-    report = evaluate(cases, propagator, args.support, args.shots, args.overlays, args.slice, args.labels,
-                      progress=not args.quiet)
-    report["command"] = args.command_line
-    print(format_table(report))
+    reports = []
+    for name in args.method:
+        options = method_options(args) if len(args.method) == 1 or name not in ("copy", "flow", "demons") else {}
+        propagator = build_propagator(name, **options)
+        overlays = args.overlays if len(args.method) == 1 or args.overlays is None else f"{args.overlays}/{name}"
+        report = evaluate(cases, propagator, args.support, args.shots, overlays, args.slice, args.labels,
+                          progress=not args.quiet)
+        report["command"] = args.command_line
+        print(format_table(report))
+        reports.append(report)
+    if len(reports) > 1:
+        print(format_comparison(reports))
     if args.out:
-        write_report(report, args.out)
+        write_report(reports[0] if len(reports) == 1 else {"reports": reports}, args.out)
         print(f"report: {args.out}")
     return 0

@@ -61,9 +61,12 @@ class FewShotSegmenter(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(0.25), persistent=False)
 
     # ---- stages -------------------------------------------------------------------------------
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.pixel_mean) / self.pixel_std
+
     def extract_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Backbone F on ``N×1×R×R`` images → features at strides 2, 4, 8, 16."""
-        return self.backbone((images - self.pixel_mean) / self.pixel_std)
+        return self.backbone(self._normalise(images))
 
     @staticmethod
     def embed(features: list[torch.Tensor]) -> torch.Tensor:
@@ -78,9 +81,8 @@ class FewShotSegmenter(nn.Module):
             images, masks: ``B×K×1×R×R``.
         """
         b = images.shape[0]
-        masked = _flat(images * masks)
         # zero outside the mask in *normalised* units, so "outside" reads as mean intensity, not as dark tissue
-        feats = self.backbone(((masked - self.pixel_mean) / self.pixel_std) * _flat(masks))
+        feats = self.backbone(_flat(self._normalise(images) * masks))
         return SupportEncoding([_unflat(f, b) for f in feats[:3]], _unflat(self.embed(feats), b), masks)
 
     def encode_memory(self, features: list[torch.Tensor], masks: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -130,20 +132,28 @@ class FewShotSegmenter(nn.Module):
 
         ``memory``/``memory_mask`` (``B×1×R×R``) add one feature-masked shot per item, as the
         session does with its confident predictions; ``memory_weight`` (``B``) is 0 where an item
-        has no memory.
+        has no memory. Query, memory and masked support images go through the backbone in *one*
+        batch, so batch-norm statistics in training match the running statistics used at inference.
         """
+        b, k = support.shape[:2]
         if weights is None:
-            weights = torch.ones(support.shape[:2], device=support.device)
-        b = query.shape[0]
-        images = query if memory is None else torch.cat([query, memory])
-        feats = self.extract_features(images)
+            weights = torch.ones(b, k, device=support.device)
+        has_memory = torch.zeros(b, dtype=torch.bool, device=query.device) if memory is None else memory_weight > 0
+        n_mem = int(has_memory.sum())
+        masked = _flat(self._normalise(support) * support_mask)
+        feats = self.backbone(torch.cat([self._normalise(query), self._normalise(memory[has_memory])
+                                         if n_mem else query[:0], masked]))
         q_feats = [f[:b] for f in feats]
-        s_enc = self.encode_support(support, support_mask)
+        s_feats = [f[b + n_mem:] for f in feats]
+        s_enc = SupportEncoding([_unflat(f, b) for f in s_feats[:3]], _unflat(self.embed(s_feats), b), support_mask)
         if memory is not None:
-            m_feats, m_emb = self.encode_memory([f[b:] for f in feats], memory_mask)
+            idx = torch.nonzero(has_memory).squeeze(1)
+            mem_mask = memory_mask * has_memory.view(b, 1, 1, 1).float()
+            full = [f.new_zeros((b, *f.shape[1:])).index_copy(0, idx, f[b:b + n_mem]) for f in feats]
+            m_feats, m_emb = self.encode_memory(full, mem_mask)
             s_enc = SupportEncoding([torch.cat([s, m[:, None]], 1) for s, m in zip(s_enc.features, m_feats)],
                                     torch.cat([s_enc.embedding, m_emb[:, None]], 1),
-                                    torch.cat([s_enc.masks, memory_mask[:, None]], 1))
-            weights = torch.cat([weights, memory_weight[:, None]], 1)
+                                    torch.cat([s_enc.masks, mem_mask[:, None]], 1))
+            weights = torch.cat([weights, (memory_weight * has_memory.float())[:, None]], 1)
         pseudo = self.pseudo_mask(self.embed(q_feats), s_enc, weights)
         return self.decode(self.fuse(q_feats, s_enc, weights, pseudo))

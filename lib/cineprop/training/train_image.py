@@ -47,6 +47,7 @@ class TrainConfig:
     shots_p: tuple[float, float, float] = (0.6, 0.25, 0.15)
     val_limit: int | None = None
     backbone_weights: str | None = None
+    threads: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     mix: EpisodeMix = field(default_factory=EpisodeMix)
 
@@ -77,7 +78,7 @@ def train_image(cfg: TrainConfig, resume: bool = True, progress: bool = True) ->
     """Train (or resume) and return the final summary (best validation Dice and where it is)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     _seed_all(cfg.seed)
     data = Path(cfg.data)
     split_file = data / "acdc" / "splits.csv"

@@ -4,6 +4,8 @@
 * ``flow``: the nearest support masks are carried frame by frame with dense optical flow
   (:mod:`cineprop.flow`), from both sides when the frame lies between two supports, blended by
   temporal distance.
+* ``demons``: the same, with SimpleITK demons registration between consecutive frames (the
+  registration-based tool a Slicer user would reach for today).
 """
 
 from __future__ import annotations
@@ -49,21 +51,24 @@ class CopyPropagator:
         return finish(probabilities, 1.0 / (1.0 + distance), support, time.perf_counter() - start)
 
 
-class FlowPropagator:
-    """Warp the nearest support masks frame by frame with Farnebäck optical flow.
+class WarpPropagator:
+    """Warp the nearest support masks frame by frame with a dense displacement field.
 
     Soft masks are warped (bilinear), so uncertainty shows as blur; frames between two supports
     blend both directions with weights ``(b − t)/(b − a)`` and ``(t − a)/(b − a)``. Confidence is
     the Dice agreement of the two directions where both exist, else the crispness of the warped
-    mask.
+    mask. Subclasses choose the field: optical flow or registration.
     """
 
-    name = "flow"
+    name = "warp"
+
+    def field(self, frames: np.ndarray):
+        raise NotImplementedError
 
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
         start = time.perf_counter()
         h, w, t = cine.shape
-        field = FlowField(cine.frames)
+        field = self.field(cine.frames)
         probabilities = {}
         confidence = np.zeros((len(support.labels), t), np.float32)
         for slot, label in enumerate(support.labels):
@@ -85,7 +90,7 @@ class FlowPropagator:
         return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start)
 
     @staticmethod
-    def _chain(field: FlowField, masks: dict[int, np.ndarray], frames: list[int], t: int,
+    def _chain(field, masks: dict[int, np.ndarray], frames: list[int], t: int,
                step: int) -> dict[int, np.ndarray]:
         """Carry each support mask in direction ``step`` until the next support frame (exclusive)."""
         out: dict[int, np.ndarray] = {}
@@ -99,3 +104,26 @@ class FlowPropagator:
             if current is not None:
                 out[i] = current
         return out
+
+
+class FlowPropagator(WarpPropagator):
+    """``flow``: Farnebäck dense optical flow between consecutive frames (:mod:`cineprop.flow`)."""
+
+    name = "flow"
+
+    def field(self, frames: np.ndarray) -> FlowField:
+        return FlowField(frames)
+
+
+class DemonsPropagator(WarpPropagator):
+    """``demons``: SimpleITK fast symmetric-forces demons registration frame to frame."""
+
+    name = "demons"
+
+    def __init__(self, iterations: int = 50):
+        self.iterations = int(iterations)
+
+    def field(self, frames: np.ndarray):
+        from cineprop.registration import DemonsField
+
+        return DemonsField(frames, self.iterations)

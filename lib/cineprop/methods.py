@@ -18,11 +18,15 @@ from cineprop.propagation import Propagator
 _REGISTRY: dict[str, str] = {
     "copy": "cineprop.baselines:CopyPropagator",
     "flow": "cineprop.baselines:FlowPropagator",
+    "demons": "cineprop.baselines:DemonsPropagator",
+    "model": "cineprop.engine:ModelPropagator",
 }
 
 _DESCRIPTIONS: dict[str, str] = {
     "copy": "repeat the nearest support frame's mask (baseline)",
     "flow": "warp the nearest support masks with dense optical flow (baseline)",
+    "demons": "carry the nearest support masks with SimpleITK demons registration (peer baseline)",
+    "model": "few-shot image model with confidence-gated memory (bundled checkpoint by default)",
 }
 
 

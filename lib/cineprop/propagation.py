@@ -25,6 +25,8 @@ class Propagation:
         confidence: ``T`` float32 in [0, 1]; 1 on support frames.
         support_frames: frames painted for at least one label.
         seconds: wall time of the propagation.
+        details: method-specific extras (ROI, cache statistics, ...).
+        flag_threshold: the method's confidence threshold for flagging frames.
     """
 
     labels: np.ndarray
@@ -33,9 +35,11 @@ class Propagation:
     support_frames: list[int]
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
+    flag_threshold: float = DEFAULT_FLAG_THRESHOLD
 
-    def flagged(self, threshold: float = DEFAULT_FLAG_THRESHOLD) -> list[int]:
-        """Query frames whose confidence is below ``threshold``."""
+    def flagged(self, threshold: float | None = None) -> list[int]:
+        """Query frames whose confidence is below ``threshold`` (default: the method's own threshold)."""
+        threshold = self.flag_threshold if threshold is None else threshold
         support = set(self.support_frames)
         return [i for i, c in enumerate(self.confidence.tolist()) if c < threshold and i not in support]
 
@@ -54,7 +58,8 @@ class Propagator(Protocol):
 
 
 def finish(probabilities: dict[int, np.ndarray], confidence: np.ndarray, support: SupportSet,
-           seconds: float, details: dict | None = None) -> Propagation:
+           seconds: float, details: dict | None = None,
+           flag_threshold: float = DEFAULT_FLAG_THRESHOLD) -> Propagation:
     """Build a :class:`Propagation`: combine labels and paste the painted support frames back."""
     labels = labels_from_probabilities(probabilities)
     for frame in support.frames:
@@ -66,4 +71,4 @@ def finish(probabilities: dict[int, np.ndarray], confidence: np.ndarray, support
         labels[:, :, frame][painted > 0] = painted[painted > 0]
     confidence = np.clip(np.asarray(confidence, dtype=np.float32), 0.0, 1.0)
     confidence[support.frames] = 1.0
-    return Propagation(labels, probabilities, confidence, support.frames, seconds, details or {})
+    return Propagation(labels, probabilities, confidence, support.frames, seconds, details or {}, flag_threshold)

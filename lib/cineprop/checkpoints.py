@@ -1,0 +1,83 @@
+"""Saving and loading model checkpoints (the one place that knows the file format).
+
+A checkpoint is a ``torch.save`` dict: ``format``, ``kind`` (``"image"`` or ``"relearn"``),
+``config`` (the :class:`~cineprop.model.ModelConfig` as a dict), ``state_dict`` and ``meta``
+(training recipe, data, metrics). It is written atomically, so a server never loads half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cineprop.errors import CheckpointError, where
+from cineprop.io.atomic import atomic_write_bytes
+
+FORMAT = "cineprop-checkpoint-1"
+#: The bundled image-phase checkpoint (trained by ``cineprop train-image``; see docs/model-card.md).
+BUNDLED = Path(__file__).resolve().parent / "checkpoints" / "cineprop_image.pt"
+
+
+def default_checkpoint() -> Path:
+    """The bundled checkpoint path (raises if the package was installed without it)."""
+    if not BUNDLED.exists():
+        raise CheckpointError(where(BUNDLED, "bundled checkpoint missing; pass --checkpoint"))
+    return BUNDLED
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, kind: str = "image",
+                    meta: dict[str, Any] | None = None, extra_state: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (which must have a ``config``) atomically; ``extra_state`` holds e.g. optimiser state."""
+    payload = {
+        "format": FORMAT,
+        "kind": kind,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
+    if extra_state:
+        payload["extra_state"] = extra_state
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Load the raw checkpoint dict (on CPU), validating its format."""
+    p = Path(path) if path is not None else default_checkpoint()
+    if not p.exists():
+        raise CheckpointError(where(p, "checkpoint not found"))
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise CheckpointError(where(p, f"not a readable checkpoint ({type(exc).__name__})")) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(where(p, f"not a cineprop checkpoint (expected format {FORMAT})"))
+    return payload
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """Build the model a checkpoint describes and load its weights strictly; eval mode.
+
+    Returns ``(model, payload)``. An ``image`` checkpoint gives a
+    :class:`~cineprop.model.FewShotSegmenter`; a ``relearn`` checkpoint one with its Temporal
+    Attention Unit attached.
+    """
+    from cineprop.model import FewShotSegmenter, ModelConfig
+
+    payload = read_checkpoint(path)
+    config = ModelConfig.from_dict(payload["config"])
+    model = FewShotSegmenter(config)
+    if payload.get("kind") == "relearn":
+        from cineprop.relearn.tau import attach_tau
+
+        attach_tau(model)
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(where(path or BUNDLED, f"weights do not match the model: missing {missing[:3]}, "
+                                                      f"unexpected {unexpected[:3]}"))
+    return model.to(device).eval(), payload

@@ -1,0 +1,312 @@
+"""A per-cine propagation session: frames, cached features, supports and memory.
+
+``session = PropagationSession(model, cine)``; ``session.add_support(frame_idx, labels)`` for each
+painted frame; ``session.propagate()`` → :class:`~cineprop.propagation.Propagation`. Correcting or
+adding a frame and calling ``propagate()`` again recomputes only what changed:
+
+* backbone features of every frame are cached (bounded LRU, so long clips stream);
+* the forward sweep (frames in increasing order) uses only supports at or before each frame and
+  the backward sweep only supports at or after it, so after a change at frame ``f`` the forward
+  results before ``f`` and the backward results after ``f`` are reused.
+
+Within a sweep each query frame is segmented from the nearest painted frames behind it (image-
+masked support encodings, weighted by temporal distance) plus a *memory*: the last prediction of
+the sweep whose confidence passed ``memory_threshold`` (feature-masked, so it costs no extra
+backbone pass). Low-confidence predictions are never written to memory, so one bad frame does not
+contaminate the rest of a long clip. The two sweeps are blended by temporal distance; where both
+exist, their disagreement lowers the frame's confidence. All labels go through one forward pass
+(batch dimension = labels).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from cineprop.errors import SupportError
+from cineprop.io.cine import Cine
+from cineprop.propagation import Propagation, finish
+from cineprop.roi import Roi, bounding_box, roi_around
+from cineprop.support import SupportSet
+from cineprop.transforms import normalise_intensity
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Inference settings (the defaults are the ones the benchmarks use).
+
+    Attributes:
+        memory: feed confident predictions back as memory.
+        memory_threshold: confidence a prediction needs to be written to memory.
+        temporal_scale: shot weight ``exp(−distance / temporal_scale)`` (frames).
+        max_shots: painted frames used per query frame (the nearest ones behind it).
+        use_roi: process a square around the painted masks instead of the whole frame.
+        roi_margin, roi_min_side: ROI growth (× box side, each edge) and minimum side (pixels).
+        batch_frames: frames per backbone batch.
+        max_cached_frames: feature cache size (≈0.7 MB per frame at R=128).
+        flag_threshold: frames below this confidence are flagged for review.
+    """
+
+    memory: bool = True
+    memory_threshold: float = 0.6
+    temporal_scale: float = 3.0
+    max_shots: int = 3
+    use_roi: bool = True
+    roi_margin: float = 0.75
+    roi_min_side: int = 64
+    batch_frames: int = 16
+    max_cached_frames: int = 600
+    flag_threshold: float = 0.5
+
+
+@dataclass
+class _Sweep:
+    """Cached result of one sweep at one frame."""
+
+    key: int
+    probs: dict[int, np.ndarray]          # label -> R×R foreground probability
+    certainty: dict[int, float]
+    anchor: dict[int, int]                # label -> painted frame the chain started from
+    memory: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)  # state after this frame
+
+
+def certainty(prob: np.ndarray) -> float:
+    """Mean ``|2p − 1|`` where ``p > 0.05`` (1 for an empty or crisp map)."""
+    region = prob > 0.05
+    return float(np.abs(2.0 * prob[region] - 1.0).mean()) if region.any() else 1.0
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0.5, b > 0.5
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
+
+
+class PropagationSession:
+    """State of one cine being segmented (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, cine: Cine, config: SessionConfig = SessionConfig(),
+                 device: str | torch.device = "cpu"):
+        self.model = model.eval()
+        self.cine = cine
+        self.config = config
+        self.device = torch.device(device)
+        self.resolution = int(model.config.resolution)
+        self.frames = normalise_intensity(cine.frames)          # H×W×T in [0, 1]
+        self.supports: dict[int, dict[int, np.ndarray]] = {}     # label -> frame -> H×W bool
+        self.roi: Roi | None = None
+        self._features: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
+        self._encodings: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._sweeps: dict[int, dict[int, _Sweep]] = {1: {}, -1: {}}
+        self.stats: Counter = Counter()
+
+    # ---- supports --------------------------------------------------------------------------------
+    def add_support(self, frame_idx: int, labels: np.ndarray) -> None:
+        """Set what is painted on ``frame_idx`` (``H×W`` integer labels; replaces earlier paint there)."""
+        h, w, t = self.cine.shape
+        labels = np.asarray(labels)
+        if labels.shape != (h, w):
+            raise SupportError(f"support for frame {frame_idx} has shape {labels.shape}, expected {(h, w)}")
+        if not 0 <= int(frame_idx) < t:
+            raise SupportError(f"support frame {frame_idx} is outside 0..{t - 1}")
+        self._drop_frame(int(frame_idx))
+        for value in np.unique(labels):
+            if value:
+                if not 1 <= int(value) <= 255:
+                    raise SupportError(f"label value {value} is outside 1..255")
+                self.supports.setdefault(int(value), {})[int(frame_idx)] = labels == value
+        self._update_roi()
+
+    def remove_support(self, frame_idx: int) -> None:
+        self._drop_frame(int(frame_idx))
+        self._update_roi()
+
+    def set_supports(self, support: SupportSet) -> None:
+        """Replace all supports by ``support``."""
+        self.supports = {label: dict(frames) for label, frames in support.masks.items()}
+        self._update_roi()
+
+    def _drop_frame(self, frame_idx: int) -> None:
+        for label in list(self.supports):
+            self.supports[label].pop(frame_idx, None)
+            self._encodings.pop((label, frame_idx), None)
+            if not self.supports[label]:
+                del self.supports[label]
+
+    def support_set(self) -> SupportSet:
+        return SupportSet({k: dict(v) for k, v in self.supports.items()}, self.cine.shape)
+
+    def _update_roi(self) -> None:
+        """Choose the ROI; keep the current one (and every cache) while the supports stay well inside it."""
+        if not self.config.use_roi:
+            box = None
+        else:
+            box = bounding_box(m for frames in self.supports.values() for m in frames.values())
+            if box is None or (self.roi is not None and self.roi.contains(box, inset=0.08)):
+                return
+        roi = roi_around(box, self.cine.shape[:2], self.config.roi_margin, self.config.roi_min_side)
+        if roi != self.roi:
+            self.roi = roi
+            self._features.clear()
+            self._encodings.clear()
+            self._sweeps = {1: {}, -1: {}}
+
+    # ---- features ------------------------------------------------------------------------------
+    def _crop(self, frame_idx: int) -> np.ndarray:
+        return self.roi.crop(self.frames[:, :, frame_idx], self.resolution)
+
+    def _to_tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(arrays)[:, None]).to(self.device)
+
+    def features(self, frame_idx: int, direction: int = 1) -> list[torch.Tensor]:
+        """Backbone features of one frame (``[c×R/s×R/s]`` at strides 2..16), computed in batches."""
+        if frame_idx not in self._features:
+            t = self.cine.num_frames
+            span = range(frame_idx, min(t, frame_idx + self.config.batch_frames)) if direction > 0 else \
+                range(frame_idx, max(-1, frame_idx - self.config.batch_frames), -1)
+            todo = [i for i in span if i not in self._features]
+            feats = self.model.extract_features(self._to_tensor([self._crop(i) for i in todo]))
+            self.stats["backbone_frames"] += len(todo)
+            for n, i in enumerate(todo):
+                self._features[i] = [f[n] for f in feats]
+            while len(self._features) > self.config.max_cached_frames:
+                self._features.popitem(last=False)
+        self._features.move_to_end(frame_idx)
+        return self._features[frame_idx]
+
+    def _encoding(self, label: int, frame_idx: int) -> list[torch.Tensor]:
+        """Image-masked support encoding ``[s2, s4, s8 features, embedding, mask]`` of a painted frame."""
+        key = (label, frame_idx)
+        if key not in self._encodings:
+            image = self._to_tensor([self._crop(frame_idx)])[None]                 # 1×1×1×R×R
+            mask = self._to_tensor([self.roi.crop(self.supports[label][frame_idx], self.resolution,
+                                                  nearest=True)])[None]
+            enc = self.model.encode_support(image, mask)
+            self.stats["support_encodings"] += 1
+            self._encodings[key] = [f[0, 0] for f in enc.features] + [enc.embedding[0, 0], mask[0, 0]]
+        return self._encodings[key]
+
+    def _memory_encoding(self, frame_idx: int, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Feature-masked encoding of a predicted frame (no extra backbone pass)."""
+        feats = self.features(frame_idx)
+        masked, embedding = self.model.encode_memory([f[None] for f in feats], mask[None])
+        return [f[0] for f in masked] + [embedding[0], mask]
+
+    # ---- propagation ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def propagate(self) -> Propagation:
+        """Segment every frame from the current supports (see the module docstring)."""
+        if not self.supports:
+            raise SupportError("no support: paint at least one structure on at least one frame")
+        start = time.perf_counter()
+        h, w, t = self.cine.shape
+        forward, backward = self._sweep(1), self._sweep(-1)
+        probabilities = {label: np.zeros((h, w, t), np.float32) for label in self.supports}
+        confidence = np.ones((len(self.supports), t), np.float32)
+        for slot, label in enumerate(sorted(self.supports)):
+            for i in range(t):
+                f, b = forward[i], backward[i]
+                p, conf = self._blend(label, i, f, b)
+                probabilities[label][:, :, i] = self.roi.paste(p, (h, w))
+                confidence[slot, i] = conf
+        support = self.support_set()
+        details = {"roi": [self.roi.y0, self.roi.x0, self.roi.side], "stats": dict(self.stats)}
+        return finish(probabilities, confidence.min(axis=0), support, time.perf_counter() - start, details,
+                      self.config.flag_threshold)
+
+    def _blend(self, label: int, frame_idx: int, f: _Sweep, b: _Sweep) -> tuple[np.ndarray, float]:
+        in_f, in_b = label in f.probs, label in b.probs
+        if in_f and in_b:
+            a, z = f.anchor[label], b.anchor[label]
+            if a == z:
+                return f.probs[label], 1.0
+            wf = (z - frame_idx) / (z - a)
+            p = wf * f.probs[label] + (1.0 - wf) * b.probs[label]
+            return p, min(certainty(p), _agreement(f.probs[label], b.probs[label]))
+        only = f if in_f else b
+        return only.probs[label], only.certainty[label]
+
+    def _support_key(self, frame_idx: int) -> tuple:
+        return tuple((label, frame_idx, hash(frames[frame_idx].tobytes()))
+                     for label, frames in sorted(self.supports.items()) if frame_idx in frames)
+
+    def _sweep(self, direction: int) -> dict[int, _Sweep]:
+        t = self.cine.num_frames
+        cache = self._sweeps[direction]
+        order = range(t) if direction > 0 else range(t - 1, -1, -1)
+        key = hash((direction, self.roi, self.config))
+        memory: dict[int, tuple[int, torch.Tensor]] = {}
+        anchors: dict[int, list[int]] = {}
+        results: dict[int, _Sweep] = {}
+        for i in order:
+            key = hash((key, self._support_key(i)))
+            for label, frames in self.supports.items():
+                if i in frames:
+                    anchors.setdefault(label, []).insert(0, i)
+            hit = cache.get(i)
+            if hit is not None and hit.key == key:
+                results[i], memory = hit, dict(hit.memory)
+                continue
+            result = self._segment_frame(i, direction, anchors, memory, key)
+            memory = dict(result.memory)
+            cache[i] = results[i] = result
+        return results
+
+    def _segment_frame(self, frame_idx: int, direction: int, anchors: dict[int, list[int]],
+                       memory: dict[int, tuple[int, torch.Tensor]], key: int) -> _Sweep:
+        cfg, r = self.config, self.resolution
+        result = _Sweep(key, {}, {}, {}, dict(memory))
+        todo: list[tuple[int, list[list[torch.Tensor]], list[float]]] = []
+        for label, behind in anchors.items():
+            result.anchor[label] = behind[0]
+            if behind[0] == frame_idx:                      # painted here: exact, and the new memory
+                mask = self.roi.crop(self.supports[label][frame_idx], r, nearest=True)
+                result.probs[label], result.certainty[label] = mask, 1.0
+                result.memory[label] = (frame_idx, torch.from_numpy(mask)[None].to(self.device))
+                continue
+            shots = [self._encoding(label, f) for f in behind[:cfg.max_shots]]
+            weights = [float(np.exp(-abs(frame_idx - f) / cfg.temporal_scale)) for f in behind[:cfg.max_shots]]
+            if cfg.memory and label in memory and memory[label][0] not in behind[:cfg.max_shots]:
+                m_frame, m_mask = memory[label]
+                shots.append(self._memory_encoding(m_frame, m_mask))
+                weights.append(float(np.exp(-abs(frame_idx - m_frame) / cfg.temporal_scale)))
+            todo.append((label, shots, weights))
+        if not todo:
+            return result
+        probs = self._decode_batch(frame_idx, direction, todo)
+        self.stats["decoded"] += len(todo)
+        for (label, _, _), prob in zip(todo, probs):
+            result.probs[label] = prob
+            result.certainty[label] = c = certainty(prob)
+            if c >= cfg.memory_threshold:
+                result.memory[label] = (frame_idx, torch.from_numpy((prob > 0.5).astype(np.float32))[None]
+                                        .to(self.device))
+        return result
+
+    def _decode_batch(self, frame_idx: int, direction: int,
+                      todo: list[tuple[int, list[list[torch.Tensor]], list[float]]]) -> list[np.ndarray]:
+        """One forward pass for all labels of a frame → ``R×R`` foreground probability per label."""
+        from cineprop.model import SupportEncoding
+
+        b, k = len(todo), max(len(shots) for _, shots, _ in todo)
+        q = self.features(frame_idx, direction)
+        q_feats = [f[None].expand(b, *f.shape) for f in q]
+
+        def stack(part: int) -> torch.Tensor:
+            rows = []
+            for _, shots, _ in todo:
+                items = [s[part] for s in shots]
+                items += [torch.zeros_like(items[0])] * (k - len(items))
+                rows.append(torch.stack(items))
+            return torch.stack(rows)
+
+        weights = torch.tensor([w + [0.0] * (k - len(w)) for _, _, w in todo], device=self.device)
+        enc = SupportEncoding([stack(0), stack(1), stack(2)], stack(3), stack(4))
+        pseudo = self.model.pseudo_mask(self.model.embed(q_feats), enc, weights)
+        fused = self.model.fuse(q_feats, enc, weights, pseudo)
+        logits = self.model.decode(fused)
+        return list(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())

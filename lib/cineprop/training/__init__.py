@@ -1,0 +1,1 @@
+"""Episodic training of the image-phase model (imports the model; the model never imports this)."""

@@ -1,0 +1,107 @@
+"""The propagation session: multi-label in one pass, re-propagation of only what changed, memory bounds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from cineprop.errors import SupportError
+from cineprop.io import Cine
+from cineprop.model import FewShotSegmenter, ModelConfig
+from cineprop.session import PropagationSession, SessionConfig
+from cineprop.support import select_support
+from cineprop.synthetic import moving_shapes
+
+TINY = ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1), decoder=(16, 12, 8))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FewShotSegmenter(TINY).eval()
+
+
+@pytest.fixture
+def cine_and_labels():
+    frames, labels = moving_shapes(48, 56, 12, labels=2, seed=5)
+    return Cine(frames, name="synthetic"), labels
+
+
+def count_decodes(model):
+    calls = []
+    handle = model.head.register_forward_hook(lambda mod, inp, out: calls.append(out.shape[0]))
+    return calls, handle
+
+
+def test_all_labels_in_one_forward_pass(model, cine_and_labels):
+    cine, labels = cine_and_labels
+    session = PropagationSession(model, cine)
+    session.set_supports(select_support(labels, "middle"))
+    calls, handle = count_decodes(model)
+    try:
+        result = session.propagate()
+    finally:
+        handle.remove()
+    assert result.labels.shape == labels.shape and set(result.probabilities) == {1, 2}
+    assert all(batch == 2 for batch in calls)           # both labels decoded together
+    assert len(calls) == 11                              # one pass per query frame and sweep direction
+    assert result.confidence.shape == (12,) and result.confidence[6] == 1.0
+    for k in (1, 2):
+        np.testing.assert_array_equal(result.labels[:, :, 6] == k, labels[:, :, 6] == k)
+
+
+def test_repropagation_recomputes_only_what_changed(model, cine_and_labels):
+    cine, labels = cine_and_labels
+    session = PropagationSession(model, cine)
+    session.add_support(2, labels[:, :, 2])
+    first = session.propagate()
+    backbone_after_first = session.stats["backbone_frames"]
+    decoded = session.stats["decoded"]
+    session.propagate()                                  # nothing changed: nothing recomputed
+    assert session.stats["decoded"] == decoded
+    session.add_support(9, labels[:, :, 9])              # a correction at frame 9
+    second = session.propagate()
+    # forward: only frames 10, 11 (after the new support) are redone; frames 3..8 keep frame 2's chain.
+    # backward: frames 3..8 and 0..1 now start from frame 9. 10 frames x 2 labels, of 2 x 11 x 2 in all.
+    assert session.stats["decoded"] - decoded == 10 * 2
+    assert session.stats["backbone_frames"] == backbone_after_first  # features were cached
+    np.testing.assert_array_equal(second.labels[:, :, 9], labels[:, :, 9])
+    np.testing.assert_array_equal(first.labels[:, :, 2], second.labels[:, :, 2])
+    assert second.support_frames == [2, 9]
+    session.remove_support(9)
+    assert session.propagate().support_frames == [2]
+
+
+def test_forward_results_before_a_correction_are_reused(model, cine_and_labels):
+    cine, labels = cine_and_labels
+    session = PropagationSession(model, cine)
+    session.add_support(0, labels[:, :, 0])
+    before = session.propagate()
+    forward = {t: session._sweeps[1][t] for t in range(8)}
+    session.add_support(8, labels[:, :, 8])
+    after = session.propagate()
+    assert all(session._sweeps[1][t] is forward[t] for t in range(8))      # reused, not recomputed
+    assert all(session._sweeps[1][t] is not forward.get(t) for t in range(8, 12))
+    np.testing.assert_array_equal(before.labels[:, :, 0], after.labels[:, :, 0])
+
+
+def test_feature_cache_is_bounded(model, cine_and_labels):
+    cine, labels = cine_and_labels
+    session = PropagationSession(model, cine, replace(SessionConfig(), max_cached_frames=4, batch_frames=2))
+    session.set_supports(select_support(labels, "first"))
+    session.propagate()
+    assert len(session._features) <= 4
+
+
+def test_bad_supports(model, cine_and_labels):
+    cine, labels = cine_and_labels
+    session = PropagationSession(model, cine)
+    with pytest.raises(SupportError, match="no support"):
+        session.propagate()
+    with pytest.raises(SupportError, match="expected"):
+        session.add_support(1, labels[:10, :, 1])
+    with pytest.raises(SupportError, match="outside 0..11"):
+        session.add_support(12, labels[:, :, 1])

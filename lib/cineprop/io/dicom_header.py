@@ -195,13 +195,13 @@ def read_header(path: Path) -> Header:
                 modality="".join(c for c in str(getattr(ds, "Modality", "") or "") if c.isalnum())[:16],
                 orientation=_orientation(ds, path),
                 position=_floats(getattr(ds, "ImagePositionPatient", None), 3),
-                instance=int(_floats(getattr(ds, "InstanceNumber", None), 1)[0])
-                if _floats(getattr(ds, "InstanceNumber", None), 1) else 0,
                 frame_time=_frame_time(ds),
             )
             header.spacing, header.spacing_source = _spacing(ds)
             location = _floats(getattr(ds, "SliceLocation", None), 1)
             header.slice_location = location[0] if location else None
+            instance = _floats(getattr(ds, "InstanceNumber", None), 1)
+            header.instance = int(instance[0]) if instance else 0
             trigger = _floats(getattr(ds, "TriggerTime", None), 1)
             header.trigger_time = trigger[0] if trigger else None
             if frames > 1:

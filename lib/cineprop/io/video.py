@@ -56,7 +56,9 @@ def read_video(path: str | os.PathLike) -> tuple[Volume, str]:
             meta = next(reader)
         except (OSError, RuntimeError, StopIteration, ValueError) as exc:
             raise InputError(where(p, f"not a readable video ({_first_line(exc)})")) from None
-        width, height = (int(v) for v in meta.get("size", (0, 0)))
+        width, height = (int(v) for v in meta.get("size") or (0, 0))
+        if width < 1 or height < 1:
+            raise InputError(where(p, "no video stream in this file"))
         fps = float(meta.get("fps") or 0.0)
         duration = float(meta.get("duration") or 0.0)
         estimate = math.ceil(fps * duration) if fps > 0 and duration > 0 else 1

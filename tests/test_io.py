@@ -184,3 +184,13 @@ def test_write_label_refuses_wrong_shape_and_keeps_old_file(tmp_path, synthetic,
 def test_cines_from_volume_names(synthetic, geometry3d):
     (cine,) = cines_from_volume(Volume(synthetic[0], geometry3d, "/x/study7.nii.gz"))
     assert cine.name == "study7" and cine.slice_index is None
+
+
+def test_atomic_write_modes(tmp_path):
+    from cineprop.io import atomic_write_text
+
+    new = atomic_write_text(tmp_path / "new.json", "{}")
+    assert new.stat().st_mode & 0o777 == 0o644
+    new.chmod(0o640)
+    atomic_write_text(new, "[]")
+    assert new.stat().st_mode & 0o777 == 0o640 and new.read_text() == "[]"

@@ -85,11 +85,16 @@ class SupportSet:
             frames: restrict the support to these frames; default: every frame with a non-zero label.
 
         Raises:
-            SupportError: nothing painted, or a named frame is out of range.
+            SupportError: nothing painted, a named frame out of range, or labels that are not
+                integers 0..255 (NaN, fractions, unsupported types, values out of range).
         """
         labels = np.asarray(labels)
         if labels.ndim != 3:
             raise SupportError(f"support labels must be H×W×T, got shape {labels.shape}")
+        if labels.dtype.kind not in "biuf":
+            raise SupportError(f"support labels have unsupported type {labels.dtype}; expected integers 0..255")
+        if labels.dtype.kind == "f" and not (np.isfinite(labels).all() and np.all(labels == np.round(labels))):
+            raise SupportError("support labels must be integers 0..255; found NaN, infinite or fractional values")
         t = labels.shape[2]
         if frames is None:
             chosen = [i for i in range(t) if labels[:, :, i].any()]

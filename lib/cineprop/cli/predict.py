@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="propagate painted support frames through a cine",
                        description="Segment every frame of IMAGE from the frames painted in the support label "
                                    "volume (same shape; frames with any non-zero label are support frames).")
-    p.add_argument("image", help="cine: NIfTI/NRRD, H×W×T or H×W×Z×T")
+    p.add_argument("image", help="cine: NIfTI/NRRD (H×W×T or H×W×Z×T), or any input 'cineprop convert' reads "
+                                 "(DICOM file or series folder, video file, frame folder)")
     p.add_argument("--support", required=True, help="label volume with the painted frames")
     p.add_argument("--frames", type=int, nargs="+", help="use only these frames of the support volume")
     p.add_argument("--slice", type=int, default=None, help="4D inputs: only this slice position")

@@ -1,4 +1,7 @@
-"""Cine and label I/O with exact geometry round trips (see :mod:`cineprop.io.volume`)."""
+"""Cine and label I/O with exact geometry round trips (see :mod:`cineprop.io.volume`).
+
+Clinical inputs (DICOM, video files, frame folders) are read by :mod:`cineprop.io.ingest`.
+"""
 
 from cineprop.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from cineprop.io.cine import (
@@ -11,6 +14,8 @@ from cineprop.io.cine import (
     slice_positions,
     stem,
 )
+from cineprop.io.crop import CropBox, parse_crop
+from cineprop.io.ingest import INPUT_SUFFIXES, Ingested, convert, ingest, input_kind, read_any
 from cineprop.io.volume import (
     MAX_FRAMES,
     MAX_LABEL,
@@ -26,6 +31,7 @@ from cineprop.io.volume import (
 )
 
 __all__ = [
+    "INPUT_SUFFIXES", "CropBox", "Ingested", "convert", "ingest", "input_kind", "parse_crop", "read_any",
     "MAX_FRAMES", "MAX_LABEL", "MAX_SIDE", "MAX_VOXELS", "Cine", "Geometry", "Volume", "as_label_array",
     "assemble_labels", "atomic_path", "atomic_write_bytes", "atomic_write_text", "cines_from_volume",
     "labels_for", "load_cines", "load_labelled_cine", "read_image", "read_label", "slice_positions", "stem",

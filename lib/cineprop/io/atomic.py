@@ -24,7 +24,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it onto ``path``.
 
     The temporary name keeps the target's suffixes. On any exception the temporary file is removed
-    and ``path`` is left as it was.
+    and ``path`` is left as it was. The new file keeps the mode of the file it replaces (``0o644``
+    for a new file).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +35,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file owner-only; give it the target's mode, or the usual rw-r--r--
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from cineprop.errors import InputError, where
-from cineprop.io.volume import Volume, read_image, read_label
+from cineprop.io.volume import Volume, read_label
 
 
 @dataclass
@@ -58,9 +58,11 @@ class Cine:
 
 
 def stem(path: str | os.PathLike) -> str:
-    """File name without its volume suffixes (``a/b/x.nii.gz`` → ``x``)."""
+    """File name without its volume, DICOM or video suffix (``a/b/x.nii.gz`` → ``x``, ``clip.mp4`` → ``clip``)."""
+    from cineprop.io.ingest import INPUT_SUFFIXES
+
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+    for suffix in INPUT_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -119,8 +121,15 @@ def assemble_labels(reference: Volume, results: Iterable[tuple[Cine, np.ndarray]
 
 
 def load_cines(path: str | os.PathLike, slice_index: int | None = None) -> tuple[Volume, list[Cine]]:
-    """Read an image file and split it into cines. Returns the volume (for geometry) and the cines."""
-    volume = read_image(path)
+    """Read any accepted input and split it into cines. Returns the volume (for geometry) and the cines.
+
+    ``path`` is a volume file, a DICOM file or series folder, a video file or a folder of frames
+    (see :mod:`cineprop.io.ingest`); results written with the volume's geometry overlay
+    the file ``cineprop convert`` writes from the same input.
+    """
+    from cineprop.io.ingest import read_any
+
+    volume = read_any(path)
     return volume, cines_from_volume(volume, slice_index)
 
 

@@ -12,10 +12,12 @@ read, so a hostile header cannot make us allocate gigabytes.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -120,6 +122,32 @@ def check_size(shape: Sequence[int], path: object = None) -> None:
         raise InputError(where(path, f"{int(np.prod(shape, dtype=np.int64))} voxels exceed the limit of {MAX_VOXELS}"))
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a library's log lines (nibabel reports header fixes on stderr) while reading one file."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_geometry(geometry: Geometry, path: object = None) -> None:
+    """Refuse geometry that cannot be written back: spacing must be positive, everything finite, and
+    the direction matrix invertible (a label written with it must overlay the image)."""
+    spacing, origin = np.asarray(geometry.spacing, float), np.asarray(geometry.origin, float)
+    direction = np.asarray(geometry.direction, float)
+    if not (np.isfinite(spacing).all() and np.isfinite(origin).all() and np.isfinite(direction).all()):
+        raise InputError(where(path, "header geometry has non-finite spacing, origin or direction"))
+    if spacing.min() <= 1e-12:
+        raise InputError(where(path, f"voxel spacing must be positive, got {tuple(float(v) for v in spacing)}"))
+    dim = len(spacing)
+    if direction.size != dim * dim or abs(np.linalg.det(direction.reshape(dim, dim))) < 1e-6:
+        raise InputError(where(path, "header direction matrix is degenerate"))
+
+
 def _is_nifti(p: Path) -> bool:
     return p.name.lower().endswith((".nii", ".nii.gz"))
 
@@ -140,12 +168,16 @@ def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
     size = tuple(int(s) for s in reader.GetSize())
     check_size(size, p)
     geometry = Geometry(tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
+    check_geometry(geometry, p)
     components = int(reader.GetNumberOfComponents())
+    if not 1 <= components <= 4:
+        raise InputError(where(p, f"{components} components per voxel; expected grey or colour (1 to 4)"))
     try:
         if _is_nifti(p) and components == 1:
             import nibabel as nib
 
-            array = np.asanyarray(nib.load(str(p)).dataobj)
+            with _quiet("nibabel"):
+                array = np.asanyarray(nib.load(str(p)).dataobj)
             if array.ndim > len(size):  # trailing singleton axes nibabel keeps
                 array = array.reshape(size)
         else:
@@ -154,7 +186,7 @@ def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
             if components > 1:
                 array = array.astype(np.float32).mean(axis=-1)  # colour/vector → grey
             array = array.transpose(tuple(range(array.ndim))[::-1])
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # nibabel/SimpleITK on hostile bytes raise many types; all mean "bad file"
         raise InputError(where(p, f"image data is truncated or corrupt ({type(exc).__name__})")) from None
     if tuple(array.shape) != size:
         raise InputError(where(p, f"header says {size} but the data has shape {tuple(array.shape)}"))
@@ -169,7 +201,8 @@ def read_image(path: str | os.PathLike) -> Volume:
     """
     p = _check_path(path)
     array, geometry, _ = _read(p)
-    array = array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf: refused below
+        array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise InputError(where(p, "image contains NaN or infinite intensities"))
     return Volume(array, geometry, str(p))

@@ -111,8 +111,11 @@ class FlowPropagator(WarpPropagator):
 
     name = "flow"
 
+    def __init__(self, field: FlowField | None = None):
+        self._field = field          # a precomputed field of the same cine (a session reuses its own)
+
     def field(self, frames: np.ndarray) -> FlowField:
-        return FlowField(frames)
+        return self._field if self._field is not None else FlowField(frames)
 
 
 class DemonsPropagator(WarpPropagator):

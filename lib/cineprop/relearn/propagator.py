@@ -23,7 +23,7 @@ from cineprop.relearn.clip import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.relearner import ConsistencyRelearner
 from cineprop.relearn.video import ClipEncoder, VideoClip, predict
-from cineprop.session import SessionConfig
+from cineprop.session import PropagationSession, SessionConfig, blend_with_flow
 from cineprop.support import SupportSet
 
 
@@ -77,11 +77,13 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def finish_two_stage(clip: VideoClip, probs: torch.Tensor, support: SupportSet, reverted: dict[int, str],
-                     seconds: float, details: dict[str, Any], flag_threshold: float) -> Propagation:
+                     seconds: float, details: dict[str, Any], flag_threshold: float,
+                     session: PropagationSession | None = None) -> Propagation:
     """Paste stage-2 probabilities back into the frame; reverted slots keep stage 1.
 
     A frame's confidence is the lowest, over labels, of stage 1's confidence and the agreement
-    (Dice) between the stage-1 and the final prediction at that frame.
+    (Dice) between the stage-1 and the final prediction at that frame. With the stage-1
+    ``session``'s ``flow_weight`` > 0, stage 2 is blended with the flow-carried masks as stage 1 was.
     """
     stage1 = clip.stage1_result
     h, w, t = clip.shape
@@ -96,6 +98,10 @@ def finish_two_stage(clip: VideoClip, probs: torch.Tensor, support: SupportSet, 
         for i in range(t):
             full[:, :, i] = clip.roi.paste(probs_np[slot, i], (h, w))
             confidence[i] = min(confidence[i], _agreement(stage1_np[slot, i], probs_np[slot, i]))
+        if session is not None and session.config.flow_weight > 0:
+            carried = session.flow_carried(support).probabilities[label]
+            full, agreement = blend_with_flow(full, carried, session.config.flow_weight)
+            np.minimum(confidence, agreement, out=confidence)
         probabilities[label] = full
     details = dict(stage1.details, **details)
     return finish(probabilities, confidence, support, seconds, details, flag_threshold)
@@ -140,7 +146,7 @@ class TwoStagePropagator(_Base):
         clip = build_clip(session, stage1, self.config, training=False)
         probs, _ = predict(self.model, clip)
         return finish_two_stage(clip, probs, support, {}, time.perf_counter() - start, {"two_stage": True},
-                                self.session_config.flag_threshold)
+                                self.session_config.flag_threshold, session)
 
 
 class RelearnPropagator(_Base):
@@ -199,4 +205,4 @@ class RelearnPropagator(_Base):
             "reverted": {str(clip.labels[s]): why for s, why in reverted.items()}}}
         self.last_result = result
         return finish_two_stage(clip, probs, support, reverted, time.perf_counter() - start, details,
-                                self.session_config.flag_threshold)
+                                self.session_config.flag_threshold, session)

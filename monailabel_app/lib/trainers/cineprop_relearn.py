@@ -23,7 +23,7 @@ from lib.trainers.common import CinepropTrainTask, publish, read_option
 class CinepropRelearn(CinepropTrainTask):
     name = "cineprop_relearn"
     #: steps in total over all studies; lr of AdamW; consecutive steps on one cine.
-    defaults = {"steps": 200, "lr": 1e-3, "steps_per_cine": 4}
+    defaults = {"steps": 100, "lr": 1e-3, "steps_per_cine": 4}
 
     def __init__(self, service, settings, model_dir):
         super().__init__("Relearn the model on the studies' unlabelled frames (label-free; uses each study's "

@@ -87,8 +87,8 @@ def main() -> int:
         finally:
             server.stop()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {platform.node()}, {os.cpu_count()} CPUs, load average {load:.1f}, server start {server.started_in:.1f} s, "
-          f"infer before training {before:.2f} s")
+    print(f"# {platform.node()}, {os.cpu_count()} CPUs, load average {load:.1f}, server start "
+          f"{server.started_in:.1f} s, infer before training {before:.2f} s")
     print("| task | steps | wall, request → DONE (s) | inside the task (s) | app rebuild etc. (s) | s/step | "
           "published | infer after (s) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -165,7 +165,8 @@ def relearn_sources(sources: Sequence[CineSource], out: str | Path, checkpoint: 
             step, history, order, position = extra["step"], extra["history"], extra["order"], extra["position"]
             rng.bit_generator.state = extra["rng"]
             torch.set_rng_state(extra["torch_rng"])
-        meta = {"relearn_config": config.to_dict(), **(data or {}), "frames": frames, "shots": shots, "steps_per_cine": steps_per_cine,
+        meta = {"relearn_config": config.to_dict(), **(data or {}), "frames": frames, "shots": shots,
+                "steps_per_cine": steps_per_cine,
                 "image_checkpoint": str(checkpoint) if checkpoint else "bundled",
                 "image_meta": payload.get("meta", {})}
         stage1_state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}

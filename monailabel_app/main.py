@@ -59,7 +59,7 @@ class CinepropApp(MONAILabelApp):
         return self.task_config.infer()
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        return {}  # see lib/trainers/__init__.py
+        return self.task_config.trainer()  # cineprop_relearn, cineprop_image (lib/trainers)
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), **self.task_config.strategy()}

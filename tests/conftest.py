@@ -71,3 +71,24 @@ def cineprop_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def cineprop_train_server(tmp_path_factory):
+    """A real server with the train tasks: method ``model`` on a tiny checkpoint, a copy of the app.
+
+    Data: ``servers.train_studies`` (``study0..3``, supports for ``study0``/``study1``, no final
+    label at start). Yields ``(server, truth folder, checkpoint)``. ``tests/test_app_train.py``
+    runs first (file order) and expects no final label until it submits them.
+    """
+    from servers import copy_app, start_server, train_studies
+
+    root = tmp_path_factory.mktemp("train")
+    studies, truth, checkpoint = train_studies(root)
+    app_dir = copy_app(root / "app")
+    server = start_server(studies, conf={"method": "model", "checkpoint": str(checkpoint), "preload": "false"},
+                          log_path=root / "server.log", app_dir=app_dir)
+    try:
+        yield server, truth, checkpoint
+    finally:
+        server.stop()

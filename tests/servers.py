@@ -13,7 +13,10 @@ Interface (stable; other test suites, e.g. the Slicer extension's REST client, r
     # stopped here, also when the body raised: the whole process group is killed
 
 or, in pytest, the session-scoped fixture ``cineprop_server`` (``tests/conftest.py``) which yields
-one :class:`CinepropServer` on a temporary copy of the sample study for the whole run.
+one :class:`CinepropServer` on a temporary copy of the sample study for the whole run, and
+``cineprop_train_server`` (method ``model`` with a tiny checkpoint, train tasks registered) which
+runs a temporary copy of the app (:func:`copy_app`), so what training publishes in its ``model/``
+never reaches this checkout's ``monailabel_app/model``.
 
 The server is ``python -m monailabel.main start_server`` with this interpreter (the
 ``monailabel`` script would use whatever ``python`` is first on PATH), bound to 127.0.0.1, with
@@ -48,6 +51,18 @@ SAMPLE = REPO / "data" / "sample"
 #: ``--conf`` of test servers. The learned method "model" is not registered yet: switching every
 #: server test to it is this one line (``{"method": "model"}``, or ``{}`` for the app's default).
 TEST_CONF: dict[str, str] = {"method": "flow"}
+
+
+def copy_app(dest: str | Path) -> Path:
+    """Copy the app (``main.py``, ``lib/``) to ``dest`` with an empty ``model/``; returns ``dest``."""
+    import shutil
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(APP_DIR / "main.py", dest / "main.py")
+    shutil.copytree(APP_DIR / "lib", dest / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "model").mkdir(exist_ok=True)
+    return dest
 
 
 def free_port() -> int:
@@ -114,7 +129,8 @@ class CinepropServer:
 
 def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, workers: int | None = None,
                  port: int | None = None, auto_scoring: bool = False, env: Mapping[str, str] | None = None,
-                 log_path: str | Path | None = None, timeout: float = 180.0) -> CinepropServer:
+                 log_path: str | Path | None = None, timeout: float = 180.0,
+                 app_dir: str | Path | None = None) -> CinepropServer:
     """Launch a server and wait until ``GET /info/`` answers 200. Call :meth:`CinepropServer.stop`.
 
     Args:
@@ -124,6 +140,7 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
         auto_scoring: keep MONAI Label's automatic scoring runs.
         env: extra environment variables for the server.
         log_path: where the server's output goes (default: a temporary file).
+        app_dir: the app folder to run (default: this checkout's ``monailabel_app``; see :func:`copy_app`).
 
     Raises:
         RuntimeError: the server exited or did not answer within ``timeout`` (with its log's tail).
@@ -137,7 +154,8 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
         os.close(fd)
         log_path = name
     log_path = Path(log_path)
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies",
+    app_dir = Path(app_dir).resolve() if app_dir else APP_DIR
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies",
            str(studies), "--host", "127.0.0.1", "--port", str(port)]
     for key, value in conf.items():
         cmd += ["--conf", key, str(value)]
@@ -148,7 +166,7 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
     run_env["PYTHONUNBUFFERED"] = "1"  # log lines reach log_path at once (info_during_infer waits on them)
     if not auto_scoring:
         run_env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
-    server = CinepropServer(f"http://127.0.0.1:{port}", port, studies, APP_DIR, log_path, conf, workers)
+    server = CinepropServer(f"http://127.0.0.1:{port}", port, studies, app_dir, log_path, conf, workers)
     offset = log_path.stat().st_size if log_path.exists() else 0
     start = time.perf_counter()
     with open(log_path, "ab") as log:
@@ -255,3 +273,58 @@ def info_during_infer(server: CinepropServer, image_id: str, support: Path, para
     finally:
         thread.join()
     return result
+
+
+def wait_for_training(server: CinepropServer, timeout: float = 600.0) -> dict:
+    """Poll ``GET /train/`` until the latest train task ends; returns its record (``status`` DONE/ERROR)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = requests.get(server.url + "/train/", timeout=30).json()
+        if record.get("status") not in ("SUBMITTED", "RUNNING"):
+            return record
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"training did not end within {timeout:.0f} s:\n{server.log_tail()}")
+        time.sleep(1.0)
+
+
+#: The train server's studies: tiny synthetic cines (one structure), as in ``tests/test_finetune.py``.
+TRAIN_STUDIES = ("study0", "study1", "study2", "study3")
+#: Of those, the ones with a saved support (frame 0 painted), what ``cineprop_relearn`` learns from.
+TRAIN_SUPPORTED = ("study0", "study1")
+
+
+def train_studies(root: str | Path) -> tuple[Path, Path, Path]:
+    """Write the train server's data under ``root``: ``(studies, truth folder, tiny checkpoint)``.
+
+    ``studies`` holds :data:`TRAIN_STUDIES` (40×40×8 moving-shape cines) and a support label for
+    :data:`TRAIN_SUPPORTED`; ``truth/<id>.nii.gz`` their full labels (to submit as ``final``);
+    the checkpoint is a randomly initialised tiny ``FewShotSegmenter`` (seed 0), so fine-tuning
+    on the truth measurably improves it within seconds.
+    """
+    import numpy as np
+    import torch
+
+    from cineprop.checkpoints import save_checkpoint
+    from cineprop.io import Geometry, Volume, write_image, write_label
+    from cineprop.model import FewShotSegmenter, ModelConfig
+    from cineprop.synthetic import moving_shapes
+
+    root = Path(root)
+    studies, truth_dir = root / "studies", root / "truth"
+    (studies / "labels" / "support").mkdir(parents=True, exist_ok=True)
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(float(v) for v in np.eye(3).ravel()))
+    for seed, image_id in enumerate(TRAIN_STUDIES):
+        frames, labels = moving_shapes(40, 40, 8, labels=1, seed=seed)
+        volume = Volume(frames, geometry)
+        write_image(studies / f"{image_id}.nii.gz", frames, geometry)
+        write_label(truth_dir / f"{image_id}.nii.gz", labels, volume)
+        if image_id in TRAIN_SUPPORTED:
+            painted = np.zeros_like(labels)
+            painted[:, :, 0] = labels[:, :, 0]
+            write_label(studies / "labels" / "support" / f"{image_id}.nii.gz", painted, volume)
+    torch.manual_seed(0)
+    model = FewShotSegmenter(ModelConfig(resolution=48, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1),
+                                         decoder=(16, 12, 8)))
+    checkpoint = save_checkpoint(root / "tiny.pt", model, "image", {"note": "random init, tests only"})
+    return studies, truth_dir, checkpoint

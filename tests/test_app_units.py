@@ -151,3 +151,41 @@ def test_default_method_without_weights_falls_back_until_a_checkpoint_is_publish
     assert (conf.method, conf.fallback) == ("model", "flow")
     assert settings.AppSettings.from_conf({"checkpoint": "/x.pt"}, ["flow", "model"]).fallback is None
     assert settings.AppSettings.from_conf({"method": "model"}, ["flow", "model"]).fallback is None
+
+
+def test_published_checkpoint_supersedes_conf_checkpoint_and_publish_keeps_the_previous(app_lib, checkpointed_method,
+                                                                                         tmp_path):
+    settings = app_lib("lib.configs.settings")
+    service_module = app_lib("lib.service")
+    common = app_lib("lib.trainers.common")
+    configured = tmp_path / "configured.pt"
+    configured.write_bytes(b"configured")
+    service = service_module.PropagationService(
+        settings.AppSettings(method=checkpointed_method, checkpoint=configured), tmp_path / "model")
+    assert service.trains() and service.propagator().checkpoint == str(configured)
+    staged = tmp_path / "staged-1.pt"
+    staged.write_bytes(b"trained 1")
+    first = common.publish(staged, tmp_path / "model")
+    published = tmp_path / "model" / settings.PUBLISHED_CHECKPOINT
+    assert first == {"checkpoint": str(published), "previous": None} and not staged.exists()
+    assert service.propagator().checkpoint == str(published)          # training's output wins, no restart
+    staged.write_bytes(b"trained 2")
+    second = common.publish(staged, tmp_path / "model")
+    assert published.read_bytes() == b"trained 2" and (tmp_path / "model" / common.PREVIOUS_CHECKPOINT).read_bytes() \
+        == b"trained 1" and second["previous"] == str(tmp_path / "model" / common.PREVIOUS_CHECKPOINT)
+    published.unlink()                                                # rollback to --conf checkpoint
+    assert service.propagator().checkpoint == str(configured)
+    assert not service_module.PropagationService(settings.AppSettings(method="flow"), tmp_path).trains()
+
+
+def test_train_options_are_parsed_with_messages(app_lib):
+    common = app_lib("lib.trainers.common")
+    settings = app_lib("lib.configs.settings")
+    assert common.read_option({"steps": "7"}, "steps", 3, "int", 1) == 7
+    assert common.read_option({"steps": ""}, "steps", 3, "int", 1) == 3
+    assert common.read_option({}, "lr", 0.1, "float", 0.0, 1.0) == 0.1
+    for request, key, kind, message in (({"steps": 0}, "steps", "int", "steps: 0 is below 1"),
+                                        ({"lr": "fast"}, "lr", "float", "lr: expected a number"),
+                                        ({"val_fraction": 0.95}, "val_fraction", "float", "outside")):
+        with pytest.raises(settings.RequestError, match=message):
+            common.read_option(request, key, None, kind, 1 if kind == "int" else 0.0, 0.9)

@@ -12,7 +12,7 @@ from cineprop.checkpoints import load_model, read_checkpoint, save_checkpoint
 from cineprop.cli import main
 from cineprop.engine import ModelPropagator
 from cineprop.evaluate import looped
-from cineprop.io import Cine, Geometry, Volume, write_image, write_label
+from cineprop.io import Cine, Geometry, Volume, read_image, write_image, write_label
 from cineprop.methods import build_propagator
 from cineprop.metrics import flagging_summary, score_label
 from cineprop.relearn.video import predict
@@ -164,3 +164,34 @@ def test_flagging_summary_counts():
     s = flagging_summary(per_sequence)
     assert (s["bad_frames"], s["flagged_bad_frames"], s["flagged_frames"], s["query_frames"]) == (2, 1, 2, 6)
     assert s["recall_bad_frames"] == 0.5 and s["flag_rate"] == pytest.approx(2 / 6)
+
+
+def test_relearn_pairs_takes_explicit_files_and_restarts_from_stored_image_weights(cine_folder, image_checkpoint,
+                                                                                 tmp_path):
+    from cineprop.checkpoints import load_image_model
+    from cineprop.errors import InputError
+    from cineprop.relearn.collection import relearn_pairs
+    from cineprop.relearn.config import RelearnConfig
+
+    pairs = [(cine_folder / f"case{s}.nii.gz", cine_folder / f"case{s}_label.nii.gz") for s in (2, 5)]
+    seen = []
+    first = relearn_pairs(pairs, tmp_path / "a.pt", str(image_checkpoint), RelearnConfig(steps=2), steps_per_cine=1,
+                          progress=False, on_step=lambda step, total, terms: seen.append((step, total)))
+    assert seen == [(1, 2), (2, 2)] and first["steps"] == 2 and first["cines"] == 2
+    relearned, payload = load_model(tmp_path / "a.pt")
+    assert payload["kind"] == "relearn" and payload["meta"]["studies"] == ["case2", "case5"]
+    # a relearn checkpoint as the start: its stored image weights, not the relearned layers, are the teacher
+    image, image_payload = load_image_model(tmp_path / "a.pt")
+    assert image_payload["kind"] == "image" and getattr(image, "tau", None) is None
+    tiny = tiny_image_model().state_dict()
+    assert all(torch.equal(v, tiny[k]) for k, v in image.state_dict().items())
+    relearn_pairs(pairs, tmp_path / "b.pt", str(tmp_path / "a.pt"), RelearnConfig(steps=1), progress=False)
+    again = read_checkpoint(tmp_path / "b.pt")
+    assert all(torch.equal(v, tiny[k]) for k, v in again["extra_state"]["stage1_state_dict"].items())
+    empty = write_label(tmp_path / "empty.nii.gz", np.zeros((64, 64, 8), np.uint8), read_image(pairs[0][0]))
+    with pytest.raises(InputError, match="no painted frame"):
+        relearn_pairs([(pairs[0][0], empty)], tmp_path / "c.pt", str(image_checkpoint), RelearnConfig(steps=1),
+                      progress=False)
+    with pytest.raises(InputError, match="missing.nii.gz: file not found"):
+        relearn_pairs([(tmp_path / "missing.nii.gz", empty)], tmp_path / "c.pt", str(image_checkpoint))
+    assert not (tmp_path / "c.pt").exists()

@@ -169,14 +169,30 @@ def test_submit_then_next_study(workflow, cineprop_server):
         workflow.next_study("no_such_strategy")     # MONAI Label itself would answer a bare HTTP 500
 
 
-def test_train_tasks(workflow):
-    """Relearn and Train start the app's train tasks and report their progress until they end."""
-    trainers = set(workflow.info.get("trainers") or {})
-    missing = {RELEARN_TASK, IMAGE_TRAIN_TASK} - trainers
-    if missing:
-        pytest.skip(f"the app registers no train task {sorted(missing)} yet")
+@pytest.fixture
+def train_workflow(request, tmp_path):
+    """A workflow connected to the app's train server (method ``model``, tiny checkpoint; tests/conftest.py)."""
+    try:
+        server, _, _ = request.getfixturevalue("cineprop_train_server")
+    except pytest.FixtureLookupError:
+        pytest.skip("needs the MONAI Label app's cineprop_train_server fixture (tests/conftest.py)")
+    wf = CineWorkflow(workdir=tmp_path / "client")
+    assert wf.connect(server.url).startswith("Connected to")
+    return wf
+
+
+def test_train_tasks(train_workflow):
+    """Submit corrections, then Relearn and Train run the app's train tasks and report progress until they end."""
+    workflow = train_workflow
+    assert {RELEARN_TASK, IMAGE_TRAIN_TASK} <= set(workflow.info.get("trainers") or {})
+    from cineprop.synthetic import moving_shapes
+
+    grid = np.diag([1.0, 1.0, 1.0, 1.0])
+    for seed in (7, 8):                                  # two corrected cines, as the Submit button sends them
+        frames, truth = moving_shapes(40, 40, 8, labels=1, seed=seed)
+        workflow.submit(CineArrays(frames, grid, f"slicer train {seed}"), truth, SEGMENTS[:1])
     for task in (RELEARN_TASK, IMAGE_TRAIN_TASK):
-        started = workflow.start_training(task)
+        started = workflow.start_training(task, {"steps": 2})
         assert started.task == task and started.running
         deadline = time.monotonic() + 600
         progress = workflow.training_progress()

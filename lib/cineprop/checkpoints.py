@@ -81,3 +81,32 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         raise CheckpointError(where(path or BUNDLED, f"weights do not match the model: missing {missing[:3]}, "
                                                       f"unexpected {unexpected[:3]}"))
     return model.to(device).eval(), payload
+
+
+def load_image_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """The image-phase model of any checkpoint, for training that starts from what is being served.
+
+    An ``image`` checkpoint loads as :func:`load_model` does. A ``relearn`` checkpoint gives the
+    image weights its stage 1 runs (``extra_state["stage1_state_dict"]``, the model relearning
+    started from); its TAU and relearned layers are left out. Returns ``(model, payload)`` where
+    ``payload`` describes the image model: ``kind`` ``"image"``, ``meta`` the image model's meta
+    (for a relearn checkpoint its ``image_meta``, plus ``relearned_from`` with the relearn meta).
+    """
+    from cineprop.model import FewShotSegmenter
+
+    model, payload = load_model(path, device)
+    if payload.get("kind") != "relearn":
+        return model, payload
+    state = (payload.get("extra_state") or {}).get("stage1_state_dict")
+    if state is None:
+        raise CheckpointError(where(path or BUNDLED, "relearn checkpoint without the image weights it started from"))
+    image = FewShotSegmenter(model.config)
+    missing, unexpected = image.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(where(path or BUNDLED, f"stored image weights do not match the model: missing "
+                                                      f"{missing[:3]}, unexpected {unexpected[:3]}"))
+    meta = payload.get("meta") or {}
+    image_payload = {"format": FORMAT, "kind": "image", "config": payload["config"],
+                     "meta": dict(meta.get("image_meta") or {}, relearned_from={
+                         k: v for k, v in meta.items() if k != "image_meta"})}
+    return image.to(device).eval(), image_payload

@@ -3,7 +3,7 @@
 :class:`PropagationService` builds the configured method with
 ``cineprop.methods.build_propagator`` on first use and rebuilds it when the checkpoint file's
 modification time or size changes, so a checkpoint published by training (or copied in by an
-administrator) is used by the next request without a restart. The infer task, the scoring method
+administrator) as ``model/cineprop.pt`` is used by the next request without a restart. The infer task, the scoring method
 and batch infer share it (batch infer and scoring run in their own process, each with its own).
 
 Array layout: image files are ``H×W×T`` (one cine) or ``H×W×Z×T`` (one cine per slice position
@@ -120,13 +120,21 @@ class PropagationService:
         return self._accepted is None or option in self._accepted
 
     def checkpoint(self) -> Path | None:
-        """The checkpoint in use: ``--conf checkpoint``, else ``model/cineprop.pt`` if present, else ``None``."""
+        """The checkpoint in use: ``model/cineprop.pt`` if present, else ``--conf checkpoint``, else ``None``.
+
+        ``model/cineprop.pt`` is what the train tasks publish (trained from the checkpoint served
+        before), so it supersedes ``--conf checkpoint``; deleting it rolls back to that one.
+        """
         if not self._takes("checkpoint"):
             return None
-        if self.settings.checkpoint is not None:
-            return self.settings.checkpoint
         published = self.model_dir / PUBLISHED_CHECKPOINT
-        return published if published.is_file() else None
+        if published.is_file():
+            return published
+        return self.settings.checkpoint
+
+    def trains(self) -> bool:
+        """Whether the method loads a checkpoint, i.e. whether training can change what is served."""
+        return self._accepted is not None and "checkpoint" in self._accepted
 
     def _fingerprint(self) -> tuple | None:
         path = self.checkpoint()

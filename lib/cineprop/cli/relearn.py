@@ -13,7 +13,9 @@ def add_parser(sub) -> None:
                                    "--support-from DIR. Writes a checkpoint of kind 'relearn' for --method model.")
     p.add_argument("data_dir")
     p.add_argument("--out", required=True, help="checkpoint to write (OUT.last.pt is kept for resuming)")
-    p.add_argument("--checkpoint", default=None, help="image checkpoint to start from (default: the bundled one)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint to start from (default: the bundled one); of a relearn checkpoint, the image "
+                        "weights it stores")
     p.add_argument("--split-file", help="CSV with columns sequence,split")
     p.add_argument("--split", help="relearn only on this split (e.g. train)")
     p.add_argument("--support-from", default="labels",

@@ -5,6 +5,8 @@ split into training and held-back validation studies (by a stable hash of their 
 of each); the fine-tuned model is published only if its validation Dice (first-frame, one-shot
 propagation, as ``cineprop evaluate`` scores it) beats the starting model's. Batch-norm statistics
 stay frozen: a handful of studies must not overwrite what was learned from thousands of images.
+The starting checkpoint may be a ``relearn`` one: its stored image weights are fine-tuned and an
+``image`` checkpoint is written (relearning has to be redone on the new image model).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from cineprop.checkpoints import load_model, save_checkpoint
+from cineprop.checkpoints import load_image_model, save_checkpoint
 from cineprop.errors import CinepropError
 from cineprop.io.cine import load_labelled_cine, stem
 from cineprop.training.data import CineSet
@@ -80,10 +82,12 @@ def _freeze_batch_norm(model: torch.nn.Module) -> None:
 
 
 def finetune_image_model(pairs: Sequence[tuple[str, str]], checkpoint: str | None, out: str | os.PathLike,
-                         cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> dict:
+                         cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True,
+                         on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """Fine-tune on ``(image, final label)`` file pairs; publish to ``out`` only if validation improves.
 
     Returns a stats dict: studies, ``val_before``/``val_after`` (mean Dice), ``published``, seconds.
+    ``on_step(step, total, loss)`` is called after every step (progress logs).
     """
     start = time.time()
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -94,13 +98,13 @@ def finetune_image_model(pairs: Sequence[tuple[str, str]], checkpoint: str | Non
     val = load_pairs([by_id[i] for i in val_ids], "final-val")
     if not len(train) or not len(val):
         raise CinepropError("the final labels are empty: nothing to fine-tune on")
-    model, payload = load_model(checkpoint)
+    model, payload = load_image_model(checkpoint)
     before = validate_cines(model, val)
     mix = EpisodeMix(cine_neighbour=0.8, cine_cross=0.2 if len(train) > 1 else 0.0, image_pair=0.0, image_cross=0.0)
     sampler = EpisodeSampler(train, [], model.config.resolution, mix, seed=cfg.seed)
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
     losses = []
-    for _ in tqdm(range(cfg.steps), desc="fine-tune", disable=not progress):
+    for step in tqdm(range(cfg.steps), desc="fine-tune", disable=not progress):
         model.train()
         _freeze_batch_norm(model)
         batch = sampler.batch(cfg.batch, 1)
@@ -111,6 +115,8 @@ def finetune_image_model(pairs: Sequence[tuple[str, str]], checkpoint: str | Non
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step + 1, cfg.steps, losses[-1])
     model.eval()
     after = validate_cines(model, val)
     published = after["mean_dice"] > before["mean_dice"]
@@ -120,6 +126,6 @@ def finetune_image_model(pairs: Sequence[tuple[str, str]], checkpoint: str | Non
              "seconds": round(time.time() - start, 1), "config": asdict(cfg)}
     if published:
         meta = dict(payload.get("meta", {}), finetune=stats, parent=str(checkpoint or "bundled"))
-        save_checkpoint(out, model, payload.get("kind", "image"), meta)
+        save_checkpoint(out, model, "image", meta)
     stats["checkpoint"] = str(Path(out)) if published else None
     return stats

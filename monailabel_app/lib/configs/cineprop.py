@@ -2,11 +2,13 @@
 
 ``init(name, model_dir, conf, planner, settings=, service=, datastore=, lock_dir=)`` takes the app's
 parsed settings, its shared :class:`lib.service.PropagationService` and its datastore.
+The train tasks (``lib/trainers``) are registered only for methods that load a checkpoint
+(``model``, ``relearn``): a baseline such as ``flow`` has nothing to train.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -17,6 +19,8 @@ from monailabel.interfaces.tasks.train import TrainTask
 from lib.activelearning.cineprop_uncertain import CinepropUncertain
 from lib.infers.cineprop import CinepropInfer
 from lib.scoring.cineprop_confidence import CinepropConfidence
+from lib.trainers.cineprop_image import CinepropImage
+from lib.trainers.cineprop_relearn import CinepropRelearn
 
 
 class CinepropConfig(TaskConfig):
@@ -30,9 +34,12 @@ class CinepropConfig(TaskConfig):
     def infer(self) -> Dict[str, InferTask]:
         return {self.name: CinepropInfer(self.service, self.settings, self.datastore)}
 
-    def trainer(self) -> Optional[TrainTask]:
-        # cineprop_relearn and cineprop_image come when the core has their APIs (see lib/trainers).
-        return None
+    def trainer(self) -> Dict[str, TrainTask]:
+        if not self.service.trains():
+            return {}
+        tasks = (CinepropRelearn(self.service, self.settings, self.model_dir),
+                 CinepropImage(self.service, self.settings, self.model_dir))
+        return {task.name: task for task in tasks}
 
     def strategy(self) -> Dict[str, Strategy]:
         return {"cineprop_uncertain": CinepropUncertain()}

@@ -36,8 +36,9 @@ IGNORED_SEGMENT_NAMES = frozenset({"background", "background_scribbles"})
 CONF_KEYS: dict[str, str] = {
     "method": f"propagation method (default {DEFAULT_METHOD!r}, or {FALLBACK_METHOD!r} when neither method nor "
               f"checkpoint is configured and {DEFAULT_METHOD!r} has no usable weights); see `cineprop predict --help`",
-    "checkpoint": "model checkpoint (.pt) for learned methods; default: model/cineprop.pt in the app folder "
-                  "when present, else the method's bundled weights. Reloaded when the file changes",
+    "checkpoint": "model checkpoint (.pt) for learned methods, used until training publishes model/cineprop.pt "
+                  "in the app folder (which then wins; delete it to go back); default: the method's bundled "
+                  "weights. Reloaded when the file changes",
     "device": "torch device for learned methods, e.g. cpu or cuda:0 (default: the method's, cpu)",
     "relearn_steps": "test-time relearning steps per cine for the 'relearn' method (default: the method's)",
     "flag_threshold": "frames with confidence below this (0..1) are flagged for review (default 0.5)",
@@ -140,7 +141,7 @@ class AppSettings:
 
     Attributes:
         method: propagation method passed to ``cineprop.methods.build_propagator``.
-        checkpoint: explicit checkpoint file, or ``None`` (published ``model/cineprop.pt``, else bundled).
+        checkpoint: explicit checkpoint file, or ``None`` (bundled); a published ``model/cineprop.pt`` wins.
         device: torch device for learned methods, ``None`` for the method's default.
         relearn_steps: relearning steps (``steps`` option) for methods that take it.
         flag_threshold: default confidence threshold under which frames are flagged.

@@ -1,23 +1,26 @@
-"""Train tasks (not registered yet): ``cineprop_relearn`` and ``cineprop_image``.
+"""Train tasks ``cineprop_relearn`` and ``cineprop_image``: thin adapters over the cineprop core.
 
-They wait for two core APIs that do not exist yet; the app must not contain model training code.
-When the core has them, each task is a thin ``monailabel.interfaces.tasks.train.TrainTask``
-subclass in this package, returned from ``CinepropConfig.trainer()`` (``lib/configs/cineprop.py``):
+Both are plain ``monailabel.interfaces.tasks.train.TrainTask`` subclasses (:mod:`.common`),
+returned by ``CinepropConfig.trainer()`` (``lib/configs/cineprop.py``) for methods that load a
+checkpoint (``model``, ``relearn``). ``POST /train/<name>`` runs one in a MONAI Label subprocess
+that rebuilds the app (construction stays cheap; torch code is imported inside ``__call__``);
+``GET /train/`` shows its status and last log lines, progress goes to the server log.
 
-``cineprop_relearn`` (label-free relearning, issue "Video phase")
-    ``__call__(request, datastore)``: collect the studies with a saved support or final label
-    (``lib.datastore.saved_support``), call the core's relearning entry point with
-    ``steps = request.get("steps", settings.relearn_steps)``, write the new checkpoint to
-    ``model/cineprop.pt`` with ``cineprop.io.atomic_path`` and return its stats.
-    ``stats()`` reads ``model/train_stats_relearn.json``.
+``cineprop_relearn`` (:mod:`.cineprop_relearn`; label-free, issue "Video phase")
+    Studies with a saved support or final label (``lib.datastore.saved_support``, the tags of
+    ``--conf support_tags``) → ``cineprop.relearn.collection.relearn_pairs`` with ``steps``,
+    ``lr``, ``steps_per_cine`` from the request (``config()`` shows the defaults) → a ``relearn``
+    checkpoint published as ``model/cineprop.pt``.
 
-``cineprop_image`` (fine-tune the image model on corrected frames)
-    ``datastore.datalist()`` gives the ``final`` labels; hold back a validation share of studies,
-    call the core's fine-tuning entry point with tiny defaults exposed through ``config()``
-    (epochs, lr, validation split), and publish ``model/cineprop.pt`` atomically only when the
-    validation score beats the current checkpoint's.
+``cineprop_image`` (:mod:`.cineprop_image`; the users' corrections)
+    ``datastore.datalist()`` (the ``final`` labels, at least 2 studies) →
+    ``cineprop.training.finetune.finetune_image_model`` with ``steps``, ``lr``, ``val_fraction``,
+    ``batch`` → published as ``model/cineprop.pt`` only if the held-back studies' Dice improves.
 
-Both publish to the path :class:`lib.service.PropagationService` watches, so the infer task picks
-the new weights up on its next request without a restart. Training runs in a MONAI Label
-subprocess that rebuilds the app: keep ``__init__`` cheap and import torch code inside ``__call__``.
+Both start from the checkpoint being served, publish atomically (the replaced file is kept as
+``model/cineprop.prev.pt``), write ``model/train_stats_<name>.json`` (``/info`` → ``train_stats``)
+and answer user errors with an ``HTTPException`` (422 nothing to train on, 400 a bad option, 503 no
+model to start from); run asynchronously, that ends the task with status ERROR and the message in
+its log. :class:`lib.service.PropagationService` reloads ``model/cineprop.pt`` by modification
+time, so the next inference uses the new weights without a restart.
 """

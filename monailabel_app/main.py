@@ -22,6 +22,7 @@ from monailabel.tasks.activelearning.random import Random
 
 import cineprop
 from cineprop.methods import available
+from lib.auth import accept_signed_tokens
 from lib.configs.cineprop import CinepropConfig
 from lib.configs.settings import CONF_KEYS, AppSettings
 from lib.infers.batch import CinepropBatchInfer
@@ -108,6 +109,7 @@ class CinepropApp(MONAILabelApp):
 
     def on_init_complete(self):
         # Runs once in each server process (never in train/batch/scoring subprocesses).
+        accept_signed_tokens()  # only with MONAI_LABEL_AUTH_ENABLE (lib/auth.py)
         from monailabel.app import app as fastapi_app
 
         offload_infer_route(fastapi_app, self.settings.infer_threads,

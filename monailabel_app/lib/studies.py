@@ -113,7 +113,11 @@ class CinepropDatastore(LocalDatastore):
                 cines_from_volume(read_image(path))  # ≥ 2 frames, ≥ 4 px, finite, within size limits
                 return path, kind
             out = self._stage(f"{image_id}.nii.gz")
-            convert(path, out)
+            try:
+                convert(path, out)
+            except BaseException:
+                shutil.rmtree(out.parent, ignore_errors=True)
+                raise
             return str(out), kind
         except CinepropError as exc:
             raise refuse(422, str(exc).replace(path, f"upload {image_id!r}")) from None

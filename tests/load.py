@@ -115,7 +115,7 @@ def run_load(url: str, studies: list[tuple[str, Path]], background: bool = True,
     return {"sequential": sequential, "concurrent": concurrent, "probes": probes, "infers_done": infers_done,
             "background": {"kind": kind, "name": name, "status": status.get("status"),
                            "seconds": round(background_done, 2) if kind else None,
-                           "details": (status.get("details") or [])[-5:]}}
+                           "details": [line[:200] for line in (status.get("details") or [])[-3:]]}}
 
 
 def percentiles(values, qs=(50, 90, 95, 99, 100)) -> dict:

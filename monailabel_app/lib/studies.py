@@ -207,7 +207,7 @@ class CinepropDatastore(LocalDatastore):
             info = {**(info or {}), "ts": int(time.time()), "name": name}
             self._datastore.objects[image_id].labels[tag] = DataModel(info=info, ext=ext)
             self._update_datastore_file(lock=False)
-        logger.info(f"cineprop: saved label {tag}/{name}")
+        logger.info(f"cineprop: saved label {getattr(tag, 'value', tag)}/{name}")
         return image_id
 
     def remove_label(self, label_id: str, label_tag: str) -> None:

@@ -265,6 +265,15 @@ def test_bad_input_is_4xx_and_changes_nothing(ingest_server, tmp_path):
         detail = r.json().get("detail", "") if r.headers.get("content-type") == "application/json" else r.text
         if r.status_code != status or words.lower() not in str(detail).lower():
             failures.append(f"infer, {case}: {r.status_code} {detail}")
+    others = {  # MONAI Label answers these with a bare 500
+        "remove unknown image": requests.delete(f"{url}/datastore/image", params={"id": "nope"}, timeout=30),
+        "remove image by path": requests.delete(f"{url}/datastore/image", params={"id": "../" + STUDY}, timeout=30),
+        "remove missing label": requests.delete(f"{url}/datastore/label", params={"id": STUDY, "tag": "nope"},
+                                                timeout=30),
+        "info of unknown image": requests.put(f"{url}/datastore/image/info", params={"image": "nope"},
+                                              data={"info": "{}"}, timeout=30),
+    }
+    failures += [f"{case}: {r.status_code} {r.text[:200]}" for case, r in others.items() if r.status_code != 404]
     after = digests(studies)
     assert not failures, "\n".join(failures)
     assert after == before  # not one byte under the studies folder changed

@@ -212,11 +212,28 @@ class CinepropDatastore(LocalDatastore):
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
         check_name(label_tag, "label tag")
+        if not self._datastore.label(label_id, label_tag):
+            raise refuse(404, f"study {label_id!r} has no label with tag {label_tag!r}")
         super().remove_label(label_id, label_tag)
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
         check_name(label_tag, "label tag")
+        if not self._datastore.label(label_id, label_tag):
+            raise refuse(404, f"study {label_id!r} has no label with tag {label_tag!r}")
         super().update_label_info(label_id, label_tag, info)
+
+    # MONAI Label raises ImageNotFoundException for these, which its server turns into a bare 500.
+    def remove_image(self, image_id: str) -> None:
+        self._known(image_id)
+        super().remove_image(image_id)
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        self._known(image_id)
+        super().update_image_info(image_id, info)
+
+    def _known(self, image_id: str) -> None:
+        if image_id not in self._datastore.objects:
+            raise refuse(404, f"unknown image id {str(image_id)[:80]!r}: not in the datastore")
 
     # ---------------------------------------------------------------------------------- placed inputs
     def _reconcile_datastore(self):

@@ -295,3 +295,14 @@ def test_replacing_a_study_with_the_same_shape_keeps_its_labels(ingest_server, t
     assert upload(ingest_server, "endo", "endo.nii.gz", brighter).status_code == 200
     assert set(objects(ingest_server)["endo"]["labels"]) == {"final"}
     assert (ingest_server.studies / "endo.nii.gz").read_bytes() == brighter
+
+
+def test_removed_study_does_not_come_back(ingest_server):
+    url, studies = ingest_server.url, ingest_server.studies
+    assert "echo" in objects(ingest_server)
+    r = requests.delete(f"{url}/datastore/image", params={"id": "echo"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert not (studies / "echo.dcm").exists() and (studies / "originals" / "removed" / "echo.dcm").is_file()
+    requests.put(f"{url}/datastore/image/info", params={"image": STUDY}, data={"info": "{}"}, timeout=30)
+    time.sleep(4)  # longer than the refresh delay after a change
+    assert "echo" not in objects(ingest_server) and not (studies / "echo.nii.gz").exists()

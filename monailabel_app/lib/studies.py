@@ -7,8 +7,9 @@ three additions, all thin: conversion and every check live in :mod:`cineprop.io`
 
   - *Placed in the studies folder* (a DICOM file or folder, a video file, a folder of frames, a
     ``.zip`` of a DICOM series or of frames): converted at start and whenever the folder changes
-    to ``STUDIES/<name>.nii.gz``; the original stays where it was put. An input that cannot be
-    read is left alone, logged once and listed under ``/info`` → ``cineprop.ingest.rejected``.
+    to ``STUDIES/<name>.nii.gz``; the original stays where it was put (removing the study moves it
+    to ``originals/removed/``). An input that cannot be read is left alone, logged once and listed
+    under ``/info`` → ``cineprop.ingest.rejected``.
   - *Uploaded* (``PUT /datastore/image?image=<id>``, any accepted input): converted to
     ``STUDIES/<id>.nii.gz``; the upload is kept as ``STUDIES/originals/<id><suffix>``.
   - NIfTI/NRRD studies are stored as they are, after the checks every cine gets.
@@ -224,8 +225,19 @@ class CinepropDatastore(LocalDatastore):
 
     # MONAI Label raises ImageNotFoundException for these, which its server turns into a bare 500.
     def remove_image(self, image_id: str) -> None:
+        """MONAI Label's ``remove_image``; an input placed in the folder that the study was converted
+        from is moved to ``originals/removed/``, so the study does not come back at the next refresh."""
         self._known(image_id)
+        source = self._placed_inputs().get(image_id)
         super().remove_image(image_id)
+        if source is not None and source.exists():
+            removed = self._studies / ORIGINALS / "removed"
+            removed.mkdir(parents=True, exist_ok=True)
+            target = removed / source.name
+            if target.exists():
+                target = removed / f"{source.name}.{int(time.time())}"
+            os.replace(source, target)
+            logger.info(f"cineprop: study {image_id!r} removed; its source moved to {target.relative_to(self._studies)}")
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
         self._known(image_id)

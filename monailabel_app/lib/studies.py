@@ -237,7 +237,8 @@ class CinepropDatastore(LocalDatastore):
             if target.exists():
                 target = removed / f"{source.name}.{int(time.time())}"
             os.replace(source, target)
-            logger.info(f"cineprop: study {image_id!r} removed; its source moved to {target.relative_to(self._studies)}")
+            moved = target.relative_to(self._studies)
+            logger.info(f"cineprop: study {image_id!r} removed; its source moved to {moved}")
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
         self._known(image_id)
@@ -283,7 +284,7 @@ class CinepropDatastore(LocalDatastore):
                     check_name(image_id)
                     out = self._stage(f"{image_id}.nii.gz")
                     try:
-                        result, volume = convert(path, out)
+                        result, _ = convert(path, out)
                         os.replace(out, self._studies / f"{image_id}.nii.gz")
                     finally:
                         shutil.rmtree(out.parent, ignore_errors=True)

@@ -11,7 +11,9 @@ import os
 from typing import Callable, Dict
 
 from fastapi import HTTPException
+from monailabel.config import settings as monailabel_settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -20,12 +22,14 @@ from monailabel.tasks.activelearning.random import Random
 
 import cineprop
 from cineprop.methods import available
+from lib.auth import accept_signed_tokens
 from lib.configs.cineprop import CinepropConfig
 from lib.configs.settings import CONF_KEYS, AppSettings
 from lib.infers.batch import CinepropBatchInfer
 from lib.infers.cineprop import IMAGE_ID
 from lib.nonblocking import offload_infer_route
 from lib.service import PropagationService
+from lib.studies import CinepropDatastore
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,15 @@ class CinepropApp(MONAILabelApp):
         )
         logger.info(f"cineprop: method {self.settings.method!r}, checkpoint {self.service.describe()['checkpoint']}")
 
+    def init_datastore(self) -> Datastore:
+        # A local studies folder gets the cineprop datastore: clinical inputs converted on arrival,
+        # bad uploads and labels refused with a 4xx (lib/studies.py). Remote datastores stay MONAI Label's.
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return CinepropDatastore(self.studies, extensions=monailabel_settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                 auto_reload=monailabel_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                 read_only=monailabel_settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
     def init_infers(self) -> Dict[str, InferTask]:
         # The first init_* MONAI Label calls after creating the datastore.
         lock_dir = self.studies if os.path.isdir(self.studies) else None
@@ -75,6 +88,9 @@ class CinepropApp(MONAILabelApp):
         meta["cineprop"] = {**self.service.describe(), "version": cineprop.__version__,
                             "flag_threshold": self.settings.flag_threshold,
                             "support_tags": list(self.settings.support_tags)}
+        store = self.datastore()
+        if isinstance(store, CinepropDatastore):
+            meta["cineprop"]["ingest"] = {"rejected": dict(store.rejected)}
         return meta
 
     def infer(self, request, datastore=None):
@@ -93,12 +109,11 @@ class CinepropApp(MONAILabelApp):
 
     def on_init_complete(self):
         # Runs once in each server process (never in train/batch/scoring subprocesses).
-        if self.settings.infer_threads > 0:
-            from monailabel.app import app as fastapi_app
-            from monailabel.config import settings as monailabel_settings
+        accept_signed_tokens()  # only with MONAI_LABEL_AUTH_ENABLE (lib/auth.py)
+        from monailabel.app import app as fastapi_app
 
-            offload_infer_route(fastapi_app, self.settings.infer_threads,
-                                monailabel_settings.MONAI_LABEL_API_STR + "/infer/{model}")
+        offload_infer_route(fastapi_app, self.settings.infer_threads,
+                            monailabel_settings.MONAI_LABEL_API_STR + "/infer/{model}")
         if self.settings.preload:
             try:
                 self.service.propagator()

@@ -130,7 +130,7 @@ class CinepropServer:
 def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, workers: int | None = None,
                  port: int | None = None, auto_scoring: bool = False, env: Mapping[str, str] | None = None,
                  log_path: str | Path | None = None, timeout: float = 180.0,
-                 app_dir: str | Path | None = None) -> CinepropServer:
+                 app_dir: str | Path | None = None, headers: Mapping[str, str] | None = None) -> CinepropServer:
     """Launch a server and wait until ``GET /info/`` answers 200. Call :meth:`CinepropServer.stop`.
 
     Args:
@@ -141,6 +141,7 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
         env: extra environment variables for the server.
         log_path: where the server's output goes (default: a temporary file).
         app_dir: the app folder to run (default: this checkout's ``monailabel_app``; see :func:`copy_app`).
+        headers: sent with the readiness ``GET /info/`` (e.g. a bearer token when authentication is on).
 
     Raises:
         RuntimeError: the server exited or did not answer within ``timeout`` (with its log's tail).
@@ -180,7 +181,7 @@ def start_server(studies: str | Path, conf: Mapping[str, str] | None = None, wor
             if time.perf_counter() - start > timeout:
                 raise RuntimeError(f"monailabel server did not answer within {timeout:.0f} s:\n{server.log_tail()}")
             try:
-                if requests.get(server.url + "/info/", timeout=5).status_code == 200 and \
+                if requests.get(server.url + "/info/", timeout=5, headers=headers).status_code == 200 and \
                         _started_workers(log_path, offset) >= (workers or 1):
                     break
             except requests.RequestException:

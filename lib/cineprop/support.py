@@ -85,8 +85,9 @@ class SupportSet:
             frames: restrict the support to these frames; default: every frame with a non-zero label.
 
         Raises:
-            SupportError: nothing painted, a named frame out of range, or labels that are not
-                integers 0..255 (NaN, fractions, unsupported types, values out of range).
+            SupportError: nothing painted, a named frame out of range, a frame painted everywhere
+                (no background: nothing left to segment), or labels that are not integers 0..255
+                (NaN, fractions, unsupported types, values out of range).
         """
         labels = np.asarray(labels)
         if labels.ndim != 3:
@@ -106,6 +107,9 @@ class SupportSet:
         masks: dict[int, dict[int, np.ndarray]] = {}
         for i in chosen:
             frame = labels[:, :, i]
+            if frame.size and frame.all():
+                raise SupportError(f"support frame {i} is painted everywhere (no background pixel left); paint "
+                                   "only the structures, not the whole frame")
             for value in np.unique(frame):
                 if value:
                     masks.setdefault(int(value), {})[i] = frame == value

@@ -5,13 +5,16 @@ them (monailabel/endpoints/infer.py), so the event loop, and with it every other
 (``/info``, ``/datastore``, a second user's "next sample"), waits for the whole inference. This
 module swaps that one route for an identical one (same path, parameters, auth dependency and
 OpenAPI entry) whose body runs MONAI Label's own ``run_inference`` in a thread, at most
-``threads`` at a time; everything else stays MONAI Label's. Enabled by ``--conf infer_threads N``
-(default 1; 0 keeps MONAI Label's blocking route).
+``threads`` at a time; everything else stays MONAI Label's. ``--conf infer_threads N`` (default 1;
+0 runs it in the event loop, as MONAI Label does). Before running it, the route refuses with a 400 an
+``image`` that is a path rather than a datastore id and ``params`` that set the request's own keys
+(:func:`check_request`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 
 import anyio
@@ -19,6 +22,32 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 logger = logging.getLogger(__name__)
+
+
+#: Request keys the server fills in itself; ``params`` may not set them (MONAI Label merges ``params``
+#: over the request, so ``{"image": "/any/server/file"}`` would otherwise read any file the server can).
+RESERVED_PARAMS = ("image", "label", "session", "model", "file")
+
+
+def check_request(image: str, params: str) -> None:
+    """Refuse (400) an ``image`` query that is a path and ``params`` that are not a JSON object or set reserved keys.
+
+    The image is a datastore id; an image to infer on without storing it is uploaded as ``file``.
+    """
+    from lib.studies import check_name, refuse
+
+    if image:
+        check_name(image, "image")
+    try:
+        decoded = json.loads(params) if params else {}
+    except ValueError as exc:
+        raise refuse(400, f"params: not valid JSON ({exc})") from None
+    if not isinstance(decoded, dict):
+        raise refuse(400, f"params: expected a JSON object, got {type(decoded).__name__}")
+    reserved = sorted(set(decoded) & set(RESERVED_PARAMS))
+    if reserved:
+        raise refuse(400, f"params: {', '.join(reserved)} cannot be set in params; send the image id as ?image=, "
+                          "an image file as 'file' and the painted label as 'label'")
 
 
 def _threaded(threads: int):
@@ -30,9 +59,12 @@ def _threaded(threads: int):
     @functools.wraps(endpoint)  # FastAPI reads the original signature (form fields, files, auth) through this
     async def threaded_infer(**kwargs):
         kwargs.pop("user", None)  # checked by the RBAC dependency; run_inference does not take it
+        check_request(kwargs.get("image") or "", kwargs.get("params") or "")
+        call = functools.partial(infer_endpoint.run_inference, **kwargs)
+        if threads <= 0:
+            return call()  # MONAI Label's behaviour: the event loop waits for the inference
         if not limiter:  # created on first use, inside the event loop
             limiter.append(anyio.CapacityLimiter(threads))
-        call = functools.partial(infer_endpoint.run_inference, **kwargs)
         return await anyio.to_thread.run_sync(call, limiter=limiter[0])
 
     return threaded_infer
@@ -49,4 +81,7 @@ def offload_infer_route(app: FastAPI, threads: int, path: str = "/infer/{model}"
     route = app.router.routes.pop()
     assert isinstance(route, APIRoute) and route.path == path
     app.router.routes.insert(0, route)
-    logger.info(f"cineprop: POST {path} runs in up to {threads} worker thread(s); the server stays responsive")
+    if threads > 0:
+        logger.info(f"cineprop: POST {path} runs in up to {threads} worker thread(s); the server stays responsive")
+    else:
+        logger.info(f"cineprop: POST {path} runs in the event loop (infer_threads 0): other requests wait")

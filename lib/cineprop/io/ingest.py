@@ -12,6 +12,7 @@ input                              reader
 folder of DICOM files              :func:`cineprop.io.dicom.read_dicom` (one series)
 ``.mp4 .avi .mov .mkv ...``        :func:`cineprop.io.video.read_video`
 folder of ``.png .jpg ...``        :func:`cineprop.io.frames.read_frame_folder` (natural order)
+``.zip`` of either folder          :func:`cineprop.io.archive.extracted`, then as the folder
 =================================  ==============================================================
 """
 
@@ -27,7 +28,7 @@ from cineprop.io.volume import VOLUME_SUFFIXES, Volume, read_image, write_image
 
 #: Every file ending :func:`ingest` recognises by name (DICOM files are also recognised by content).
 INPUT_SUFFIXES = VOLUME_SUFFIXES + (".dcm", ".dicom", ".ima") + (
-    ".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv")
+    ".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv") + (".zip",)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Ingested:
 
 
 def input_kind(path: str | os.PathLike) -> str:
-    """Which reader an input needs: ``"volume"``, ``"dicom"``, ``"video"`` or ``"frames"``.
+    """Which reader an input needs: ``"volume"``, ``"dicom"``, ``"video"``, ``"frames"`` or ``"archive"``.
 
     Raises:
         InputError: missing path, empty folder, or a file type that is not accepted.
@@ -72,6 +73,8 @@ def input_kind(path: str | os.PathLike) -> str:
         return "volume"
     if name.endswith(VIDEO_SUFFIXES):
         return "video"
+    if name.endswith(".zip"):
+        return "archive"
     if is_dicom_file(p):
         return "dicom"
     if name.endswith(FRAME_SUFFIXES):
@@ -99,6 +102,8 @@ def ingest(path: str | os.PathLike, crop: str | tuple | None = None) -> Ingested
         InputError: anything wrong with the input, in one line naming it.
     """
     kind = input_kind(path)
+    if kind == "archive":
+        return _ingest_archive(path, crop)
     parsed = parse_crop(crop, path) if isinstance(crop, str) or crop is None else crop
     if kind == "volume":
         volume = read_image(path)
@@ -117,6 +122,20 @@ def ingest(path: str | os.PathLike, crop: str | tuple | None = None) -> Ingested
         volume, description = read_frame_folder(path)
     volume, box = crop_volume(volume, parsed, path)
     return Ingested(volume, kind, description, box)
+
+
+def _ingest_archive(path: str | os.PathLike, crop: str | tuple | None) -> Ingested:
+    """A ``.zip`` of a DICOM series or frame folder; messages name the archive, not the temporary folder."""
+    from cineprop.io.archive import extracted
+
+    with extracted(path) as folder:
+        try:
+            result = ingest(folder, crop)
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(folder), str(path))) from None
+        result.volume.path = str(path)
+        result.description = f"{Path(path).name} (zip): " + result.description.replace(str(folder), Path(path).name)
+    return result
 
 
 def read_any(path: str | os.PathLike, crop: str | tuple | None = None) -> Volume:

@@ -44,14 +44,19 @@ def infer_labels(url: str, image_id: str, support: Path) -> tuple[np.ndarray, fl
         return read_label(out).array, seconds, 200
 
 
+#: the train task the load runs beside the infers, and its request: real fine-tuning steps (forward,
+#: backward, validation) at learning rate 0, so it never publishes a new model while the infers
+#: run and their labels stay comparable with the sequential ones
+TRAIN_TASK, TRAIN_PARAMS = "cineprop_image", {"steps": 8, "lr": 0}
+
+
 def start_background(url: str, prefer_train: bool = True) -> tuple[str, str]:
-    """Start a train task if one is registered (else a batch infer); returns (kind, name)."""
+    """Start the fine-tuning train task if registered (else a batch infer); returns (kind, name)."""
     info = requests.get(f"{url}/info/", timeout=60).json()
-    trainers = sorted(info.get("trainers") or {})
-    if prefer_train and trainers:
-        r = requests.post(f"{url}/train/{trainers[0]}", json={}, timeout=60)
+    if prefer_train and TRAIN_TASK in (info.get("trainers") or {}):
+        r = requests.post(f"{url}/train/{TRAIN_TASK}", json=TRAIN_PARAMS, timeout=60)
         r.raise_for_status()
-        return "train", trainers[0]
+        return "train", TRAIN_TASK
     r = requests.post(f"{url}/batch/infer/cineprop", params={"images": "all"}, json={"multi_gpu": False}, timeout=60)
     r.raise_for_status()
     return "batch", "cineprop"

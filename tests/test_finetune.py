@@ -58,3 +58,22 @@ def test_finetune_publishes_only_when_validation_improves(studies, tmp_path):
     model, payload = load_model(out)
     assert payload["meta"]["finetune"]["val_after"] == pytest.approx(tuned["val_after"])
     assert sha(start) == start_sha                                # the starting checkpoint is untouched
+
+
+def test_final_labels_on_one_frame_only_are_refused_clearly(tmp_path):
+    """A 'final' label painted on a single frame cannot teach propagation: a clear error, not a crash."""
+    import numpy as np
+
+    from cineprop.errors import InputError
+    from cineprop.training.finetune import load_pairs
+
+    frames, labels = moving_shapes(40, 40, 6, labels=1, seed=3)
+    geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(float(v) for v in np.eye(3).ravel()))
+    image = write_image(tmp_path / "one.nii.gz", frames, geometry)
+    painted = np.zeros_like(labels)
+    painted[:, :, 2] = labels[:, :, 2]
+    label = write_label(tmp_path / "one_label.nii.gz", painted, Volume(frames, geometry))
+    with pytest.raises(InputError, match="at least two frames"):
+        load_pairs([(str(image), str(label))], "final")
+    full = write_label(tmp_path / "full_label.nii.gz", labels, Volume(frames, geometry))
+    assert len(load_pairs([(str(image), str(full))], "final").ids) == 1

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from cineprop.checkpoints import load_image_model, save_checkpoint
-from cineprop.errors import CinepropError
+from cineprop.errors import CinepropError, InputError
 from cineprop.io.cine import load_labelled_cine, stem
 from cineprop.training.data import CineSet
 from cineprop.training.episodes import EpisodeMix, EpisodeSampler
@@ -62,15 +62,22 @@ def split_studies(ids: Sequence[str], fraction: float) -> tuple[list[str], list[
 
 
 def load_pairs(pairs: Sequence[tuple[str, str]], name: str) -> CineSet:
-    """Read ``(image, final label)`` files into a :class:`CineSet` (4D: every labelled slice position)."""
+    """Read ``(image, final label)`` files into a :class:`CineSet` (4D: every labelled slice position).
+
+    A cine teaches propagation only when at least two of its frames are labelled (one is the support,
+    another the query); others are skipped, and if none is left that is an :class:`InputError`.
+    """
     ids, frames, labels = [], [], []
     for image, label in pairs:
         _, items = load_labelled_cine(image, label)
         for cine, truth in items:
-            if truth.any():
+            if int(truth.reshape(-1, truth.shape[-1]).any(axis=0).sum()) >= 2:
                 ids.append(cine.name)
                 frames.append(normalise_intensity(cine.frames))
                 labels.append(truth)
+    if pairs and not ids:
+        raise InputError(f"{name}: no cine has labels on at least two frames; fine-tuning needs corrected "
+                         "cines (a final label with the structure on two or more frames)")
     values = tuple(sorted({int(v) for lab in labels for v in np.unique(lab) if v}))
     return CineSet(name, ids, frames, labels, values)
 

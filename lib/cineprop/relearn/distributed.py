@@ -71,29 +71,36 @@ class TorchDistributedCommunicator(Communicator):
 
 def _worker_loop(config: dict) -> None:
     """The function every Ray Train worker runs (module level: Ray pickles it by reference)."""
-    from ray import train
-
     torch.set_num_threads(max(1, int(config["threads"])))
     comm = TorchDistributedCommunicator()
-    tracker = config["progress"]
+    tracker = config["tracker"]
     on_step: Callable[[int, dict], None] | None = None
-    if comm.rank == 0 and tracker is not None:
+    if comm.rank == 0:
         on_step = lambda step, terms: tracker.update.remote(step, terms)  # noqa: E731 (fire and forget)
     summary = run_collection(config["job"], comm, on_step)
-    train.report(summary)        # a barrier: the driver gets rank 0's summary as the result's metrics
+    if comm.rank == 0:
+        import ray
+
+        ray.get(tracker.finish.remote(summary))
 
 
-class _Progress:
-    """Holds rank 0's latest ``(step, terms)`` for the driver's progress bar (a Ray actor, no CPU)."""
+class _Tracker:
+    """Rank 0's latest ``(step, terms)`` for the driver's progress bar, and its summary (a Ray actor, no CPU)."""
 
     def __init__(self):
-        self.latest = (0, {})
+        self.latest, self.summary = (0, {}), None
 
     def update(self, step: int, terms: dict) -> None:
         self.latest = (step, terms)
 
+    def finish(self, summary: dict) -> None:
+        self.summary = summary
+
     def poll(self) -> tuple[int, dict]:
         return self.latest
+
+    def result(self) -> dict | None:
+        return self.summary
 
 
 def relearn_distributed(job: CollectionJob, workers: int, address: str | None = None, cpus_per_worker: float = 1.0,
@@ -128,10 +135,10 @@ def relearn_distributed(job: CollectionJob, workers: int, address: str | None = 
     started = time.time()
     try:
         with ray_session(address, ship_code=ship_code, log=log), progress_bar(job, progress) as on_step:
-            tracker = ray.remote(num_cpus=0)(_Progress).remote() if progress else None
+            tracker = ray.remote(num_cpus=0)(_Tracker).remote()
             trainer = TorchTrainer(
                 _worker_loop,
-                train_loop_config={"job": job, "progress": tracker, "threads": cpus_per_worker},
+                train_loop_config={"job": job, "tracker": tracker, "threads": cpus_per_worker},
                 torch_config=TorchConfig(backend="gloo"),
                 scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
                                              resources_per_worker={"CPU": cpus_per_worker}),
@@ -139,19 +146,20 @@ def relearn_distributed(job: CollectionJob, workers: int, address: str | None = 
                                      failure_config=FailureConfig(max_failures=max_failures)))
             stop = threading.Event()
             poller = threading.Thread(target=_poll, args=(tracker, on_step, stop), daemon=True)
-            if tracker is not None:
+            if progress:
                 poller.start()
             try:
-                result = _fit(trainer)
+                _fit(trainer)
             finally:
                 stop.set()
                 if poller.is_alive():
                     poller.join(timeout=5)
-            if tracker is not None:
-                on_step(*ray.get(tracker.poll.remote()))
+            on_step(*ray.get(tracker.poll.remote()))
+            summary = ray.get(tracker.result.remote())
     finally:
         shutil.rmtree(storage, ignore_errors=True)
-    summary = dict(result.metrics)
+    if summary is None:
+        raise CinepropError("distributed relearning ended without a result from rank 0")
     summary["wall_minutes"] = (time.time() - started) / 60.0
     return summary
 

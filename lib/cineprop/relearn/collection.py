@@ -187,7 +187,9 @@ def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
     saved = read_checkpoint(last) if job.resume and last.exists() else None
     extra = saved["extra_state"] if saved else None
     step, history = (extra["step"], extra["history"]) if extra else (0, [])
-    visited = [0] * comm.world if extra is None or len(extra.get("visited", [])) != comm.world else extra["visited"]
+    visited = list(extra.get("visited", [])) if extra else []
+    if len(visited) != comm.world:     # a fresh run, or another number of workers: the count goes on on rank 0
+        visited = [sum(visited)] + [0] * (comm.world - 1)
     with trainable(student, config.train) as params:
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         if saved:
@@ -213,7 +215,7 @@ def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
                                    visited=seen, workers=comm.world)
             save_checkpoint(path, student, "relearn", dict(meta, steps=step, history_tail=history[-5:]), extra_state)
 
-        start, first_step = time.time(), step
+        start, first_step, preparing = time.time(), step, 0.0
         stepped_this_pass = True
         while step < config.steps:
             if position >= len(order):
@@ -223,9 +225,11 @@ def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
                 order, position, stepped_this_pass = [int(i) for i in rng.permutation(len(shard))], 0, False
             source = shard[order[position]]
             position += 1
+            loading = time.time()
             for cine, support in load_supports(source, job.frames, job.shots):
                 session, stage1 = run_stage1(teacher, cine, support, device=job.device)
                 state = relearner.prepare(build_clip(session, stage1, config, training=True))
+                preparing += time.time() - loading
                 visited[comm.rank] += 1
                 stepped_this_pass = True
                 for _ in range(min(job.steps_per_cine, config.steps - step)):
@@ -244,6 +248,7 @@ def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
                         save(last, final=False)
                 if step >= config.steps:
                     break
+                loading = time.time()
         seconds = time.time() - start
         _check_in_sync(comm, student)
         visited = comm.gather(visited[comm.rank])
@@ -252,7 +257,8 @@ def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
     ran = step - first_step
     return {"out": str(out), "last": str(last), "steps": step, "steps_run": ran, "cines": len(sources),
             "workers": comm.world, "cines_visited": int(sum(visited)), "minutes": seconds / 60.0,
-            "seconds_per_step": seconds / ran if ran else None, "final_loss": history[-1] if history else None}
+            "seconds_per_step": seconds / ran if ran else None, "prepare_seconds": preparing,
+            "final_loss": history[-1] if history else None}
 
 
 def _mean_terms(entries: list[dict]) -> dict:

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -124,6 +125,9 @@ def relearn_distributed(job: CollectionJob, workers: int, address: str | None = 
         if read_checkpoint(job.checkpoint).get("kind") == "relearn":
             raise InputError(where(job.checkpoint, "collection relearning starts from an image checkpoint"))
     job.out.parent.mkdir(parents=True, exist_ok=True)
+    if not job.resume:   # start over now, so that a worker group restarted after a failure resumes this run
+        job.last.unlink(missing_ok=True)
+        job = replace(job, resume=True)
 
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig

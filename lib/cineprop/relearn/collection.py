@@ -151,8 +151,9 @@ class Communicator:
 LocalCommunicator = Communicator
 
 
-def _sampling_state(rank: int, seed: int, extra: dict | None, world: int) -> tuple[np.random.Generator, list, int]:
-    """This worker's random generator, visiting order and position (fresh, or restored from ``extra``)."""
+def _sampling_state(rank: int, seed: int, extra: dict | None, world: int, images: int
+                    ) -> tuple[np.random.Generator, list, int]:
+    """This worker's random generator, visiting order of its ``images`` and position (fresh, or from ``extra``)."""
     rng = np.random.default_rng(seed if rank == 0 else [seed, rank])
     if extra is None:
         return rng, [], 0
@@ -162,7 +163,10 @@ def _sampling_state(rank: int, seed: int, extra: dict | None, world: int) -> tup
     mine = ranks[rank]
     rng.bit_generator.state = mine["rng"]
     torch.set_rng_state(mine["torch_rng"])
-    return rng, list(mine["order"]), int(mine["position"])
+    order = [int(i) for i in mine["order"]]
+    if any(i >= images for i in order):      # fewer images than when it was saved (--limit): a new pass
+        return rng, [], 0
+    return rng, order, int(mine["position"])
 
 
 def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
@@ -195,7 +199,7 @@ def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
         if saved:
             student.load_state_dict(saved["state_dict"])
             optimiser.load_state_dict(extra["optimiser"])
-        rng, order, position = _sampling_state(comm.rank, config.seed, extra, comm.world)
+        rng, order, position = _sampling_state(comm.rank, config.seed, extra, comm.world, len(shard))
         comm.broadcast_module(student)          # one starting point for every worker, whatever happened before
         meta = {"relearn_config": config.to_dict(), "data": str(job.data_dir), "split": job.split,
                 "support_from": job.support_from, "frames": job.frames, "shots": job.shots,

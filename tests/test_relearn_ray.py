@@ -85,7 +85,11 @@ def test_bad_worker_requests_fail_before_ray_starts(cine_folder, image_checkpoin
     assert not ray.is_initialized() and not out.exists()
 
 
-def test_two_workers_relearn_load_and_resume_exactly(local_ray, cine_folder, image_checkpoint, tmp_path):
+def test_two_workers_relearn_load_and_resume_exactly(local_ray, cine_folder, image_checkpoint, tmp_path, capsys):
+    # more workers than the (2-CPU) Ray instance can place: a clear error, not a wait forever
+    assert main(_args(cine_folder, image_checkpoint, tmp_path / "x.pt", 2, "--workers", "3")) == 2
+    assert "needs 3 CPUs" in capsys.readouterr().err
+
     straight = tmp_path / "straight.pt"
     assert main(_args(cine_folder, image_checkpoint, straight, 4, "--workers", "2", "--no-resume")) == 0
     single = tmp_path / "single.pt"

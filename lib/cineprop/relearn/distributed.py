@@ -138,7 +138,13 @@ def relearn_distributed(job: CollectionJob, workers: int, address: str | None = 
     storage = tempfile.mkdtemp(prefix="cineprop-relearn-ray-")   # Ray Train's run folder; we report no checkpoint
     started = time.time()
     try:
-        with ray_session(address, ship_code=ship_code, log=log), progress_bar(job, progress) as on_step:
+        with ray_session(address, ship_code=ship_code, log=log) as info, progress_bar(job, progress) as on_step:
+            needed = workers * cpus_per_worker
+            if info.cpus < needed and address is None:
+                raise CinepropError(f"--workers {workers} × --cpus-per-worker {cpus_per_worker:g} needs {needed:g} "
+                                    f"CPUs; this Ray instance has {info.cpus:g}")
+            if info.cpus < needed:
+                log(f"ray: the cluster has {info.cpus:g} CPUs, the workers need {needed:g}: waiting for room")
             tracker = ray.remote(num_cpus=0)(_Tracker).remote()
             trainer = TorchTrainer(
                 _worker_loop,

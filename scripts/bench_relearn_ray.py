@@ -11,6 +11,11 @@ image loaded to the last step), the part of it spent loading images and running 
 cine-steps (one worker's step on one cine; N per step with N workers). Writes a JSON report and
 prints a Markdown table (docs/benchmarks.md).
 
+``--fault-test``: instead, runs the real command (``python -m cineprop relearn … --workers N
+--max-failures 1``) in a subprocess, SIGKILLs one Ray Train worker process once ``OUT.last.pt`` holds
+step ``--kill-after`` or later, lets the run finish, then runs the same command without a kill and
+compares the two final checkpoints and histories.
+
     PYTHONPATH=lib python scripts/bench_relearn_ray.py --data ../shared/data/acdc/sequences \\
         --split-file ../shared/data/acdc/splits.csv --split train --limit 4 --checkpoint image.pt \\
         --steps 12 --steps-per-cine 3 --workers 2 --repeat 3 --out-json docs/results/relearn_ray_acdc_2cores.json
@@ -68,6 +73,46 @@ def run_once(mode: str, args: argparse.Namespace, work: Path) -> dict:
             "startup_s": wall - loop, "final_total_loss": summary["final_loss"]["total"]}
 
 
+def fault_test(args: argparse.Namespace, work: Path) -> dict:
+    import subprocess
+    import sys
+
+    import psutil
+
+    def command(out: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "cineprop", "relearn", args.data, "--out", str(out), "--frames", "first",
+               "--steps", str(args.steps), "--steps-per-cine", str(args.steps_per_cine), "--save-every",
+               str(args.save_every), "--workers", str(args.workers), "--max-failures", "1", "--quiet", "--no-resume"]
+        cmd += ["--limit", str(args.limit)] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+        return cmd + (["--split-file", args.split_file, "--split", args.split] if args.split_file else [])
+
+    shutil.rmtree(work / "fault", ignore_errors=True)
+    faulty, clean = work / "fault" / "killed.pt", work / "fault" / "clean.pt"
+    last = faulty.with_name("killed.last.pt")
+    start, killed = time.time(), None
+    proc = subprocess.Popen(command(faulty), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        if killed is None and last.exists():
+            step = torch.load(last, weights_only=False)["extra_state"]["step"]
+            victims = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                       if "RayTrainWorker" in " ".join(c.cmdline())]
+            if step >= args.kill_after and victims:
+                victims[-1].kill()
+                killed = {"pid": victims[-1].pid, "saved_step": step, "at_s": time.time() - start}
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    report = {"killed": killed, "returncode": proc.returncode, "wall_s": time.time() - start,
+              "stdout_tail": out.strip()[-300:], "stderr_tail": err.strip()[-300:]}
+    subprocess.run(command(clean), check=True, capture_output=True)
+    a, b = (torch.load(p, weights_only=False) for p in (faulty, clean))
+    la, lb = (torch.load(p.with_name(p.stem + ".last.pt"), weights_only=False)["extra_state"] for p in (faulty, clean))
+    report.update(steps=la["step"], identical_weights=all(torch.equal(v, b["state_dict"][k])
+                                                          for k, v in a["state_dict"].items()),
+                  identical_history=la["history"] == lb["history"])
+    print(json.dumps(report, indent=2))
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
@@ -84,9 +129,18 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["single", "single-1t", "ray"],
                         choices=["single", "single-1t", "ray"])
     parser.add_argument("--work", default="runs/bench_relearn_ray")
+    parser.add_argument("--fault-test", action="store_true", help="the killed-worker test (see the docstring)")
+    parser.add_argument("--kill-after", type=int, default=8, help="--fault-test: kill once this step is saved")
+    parser.add_argument("--save-every", type=int, default=4, help="--fault-test: OUT.last.pt every N steps")
     parser.add_argument("--out-json", default=None)
     args = parser.parse_args()
     work = Path(args.work)
+    if args.fault_test:
+        report = fault_test(args, work)
+        if args.out_json:
+            Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out_json).write_text(json.dumps({"command": vars(args), "fault_test": report}, indent=2))
+        return
     runs = []
     for r in range(args.repeat):
         for mode in args.modes:

@@ -143,8 +143,9 @@ def test_long_clip_memory_survives_dropouts():
     keep = [t for t in range(cine.num_frames) if t not in dropouts]
     support = select_support(truth, "first")
     scores = {}
-    plain = SessionConfig(memory_threshold=0.0, memory_needs_object=False)
-    for name, config in (("plain", plain), ("gated", SessionConfig(support_weight_floor=0.1))):
+    # the memory alone (flow_weight 0): optical flow cannot follow through blank frames either
+    plain = SessionConfig(memory_threshold=0.0, memory_needs_object=False, flow_weight=0.0)
+    for name, config in (("plain", plain), ("gated", SessionConfig(support_weight_floor=0.1, flow_weight=0.0))):
         session = PropagationSession(model, Cine(blanked, name=name), config)
         session.set_supports(support)
         pred = session.propagate().labels

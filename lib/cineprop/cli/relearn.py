@@ -34,6 +34,18 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT.last.pt exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("data-parallel workers (Ray Train; see docs/cohort.md)")
+    ray.add_argument("--workers", type=int, default=None,
+                     help="relearn with N data-parallel Ray Train workers, each on its share of the images, "
+                          "gradients averaged every step (default: one process, no Ray)")
+    ray.add_argument("--ray-address", default=None,
+                     help="join this Ray cluster (HOST:6379, ray://HOST:10001 or auto) instead of starting a "
+                          "local instance; data, --checkpoint and --out must be on storage every node mounts")
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs (torch threads) per worker")
+    ray.add_argument("--max-failures", type=int, default=0,
+                     help="restart the workers up to N times after one dies (each restart resumes from OUT.last.pt)")
+    ray.add_argument("--no-ship-code", action="store_true",
+                     help="with --ray-address: use the cineprop installed on the nodes instead of uploading this one")
     p.set_defaults(func=run)
 
 
@@ -45,15 +57,33 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shots < 1 or args.steps_per_cine < 1 or args.save_every < 1:
         raise CinepropError("--shots, --steps-per-cine and --save-every must be at least 1")
+    if args.workers is None and (args.ray_address or args.no_ship_code):
+        raise CinepropError("--ray-address and --no-ship-code need --workers N")
+    if args.workers is not None and (args.workers < 1 or args.cpus_per_worker <= 0 or args.max_failures < 0):
+        raise CinepropError("--workers must be at least 1, --cpus-per-worker positive, --max-failures at least 0")
     options = parse_options(args.option)
     options.setdefault("steps", 400)
     for key in ("steps", "seed"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     config = RelearnConfig().with_options(options)
-    summary = relearn_collection(args.data_dir, args.out, args.checkpoint, config, args.support_from, args.frames,
-                                 args.shots, args.steps_per_cine, args.save_every, not args.no_resume, args.limit,
-                                 args.device, progress=not args.quiet, split_file=args.split_file, split=args.split)
+    if args.workers is None:
+        summary = relearn_collection(args.data_dir, args.out, args.checkpoint, config, args.support_from, args.frames,
+                                     args.shots, args.steps_per_cine, args.save_every, not args.no_resume, args.limit,
+                                     args.device, progress=not args.quiet, split_file=args.split_file, split=args.split)
+    else:
+        from pathlib import Path
+
+        from cineprop.relearn.collection import CollectionJob
+        from cineprop.relearn.distributed import relearn_distributed
+
+        job = CollectionJob(Path(args.data_dir), Path(args.out), args.checkpoint, config, args.support_from,
+                            args.frames, args.shots, args.steps_per_cine, args.save_every, not args.no_resume,
+                            args.limit, args.device, Path(args.split_file) if args.split_file else None, args.split)
+        summary = relearn_distributed(job, args.workers, args.ray_address, args.cpus_per_worker, args.max_failures,
+                                      progress=not args.quiet, ship_code=not args.no_ship_code)
+    rate = f", {summary['seconds_per_step']:.2f} s/step" if summary.get("seconds_per_step") else ""
     print(f"relearned {summary['steps']} steps over {summary['cines_visited']} cine visits "
-          f"({summary['cines']} images) in {summary['minutes']:.1f} min: {summary['out']}")
+          f"({summary['cines']} images, {summary['workers']} worker(s)) in {summary['minutes']:.1f} min{rate}: "
+          f"{summary['out']}")
     return 0

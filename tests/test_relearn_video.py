@@ -178,8 +178,9 @@ def test_relearn_pairs_takes_explicit_files_and_restarts_from_stored_image_weigh
     pairs = [(cine_folder / f"case{s}.nii.gz", cine_folder / f"case{s}_label.nii.gz") for s in (2, 5)]
     seen = []
     first = relearn_pairs(pairs, tmp_path / "a.pt", str(image_checkpoint), RelearnConfig(steps=2), steps_per_cine=1,
-                          progress=False, on_step=lambda step, total, terms: seen.append((step, total)))
-    assert seen == [(1, 2), (2, 2)] and first["steps"] == 2 and first["cines"] == 2
+                          progress=False, on_step=lambda step, total, terms: seen.append((step, total, terms)))
+    assert [(step, total) for step, total, _ in seen] == [(1, 2), (2, 2)] and first["steps"] == 2
+    assert first["cines"] == 2 and all(isinstance(v, float) for *_, terms in seen for v in terms.values())
     relearned, payload = load_model(tmp_path / "a.pt")
     assert payload["kind"] == "relearn" and payload["meta"]["studies"] == ["case2", "case5"]
     # a relearn checkpoint as the start: its stored image weights, not the relearned layers, are the teacher

@@ -337,7 +337,8 @@ def relearn_pairs(pairs: Sequence[tuple[str | Path, str | Path]], out: str | Pat
     """Relearn over explicit ``(image, painted label)`` file pairs (every painted frame is support).
 
     The MONAI Label train task ``cineprop_relearn`` calls this with the datastore's studies and
-    their saved support (or final) labels. ``on_step(step, total steps, loss terms)`` after each step.
+    their saved support (or final) labels. ``on_step(step, total steps, loss terms)`` after each step
+    (the terms are floats; the history entry's ``cine`` name is left out).
     """
     job = CollectionJob(Path("."), Path(out), checkpoint, config, "labels", "all", 1, steps_per_cine, save_every,
                         resume, None, device, pairs=tuple((Path(i), Path(p)) for i, p in pairs))
@@ -346,7 +347,7 @@ def relearn_pairs(pairs: Sequence[tuple[str | Path, str | Path]], out: str | Pat
         def step_done(step: int, terms: dict) -> None:
             bar(step, terms)
             if on_step is not None:
-                on_step(step, config.steps, terms)
+                on_step(step, config.steps, {k: v for k, v in terms.items() if k != "cine"})
 
         return run_collection(job, LocalCommunicator(), step_done)
 

@@ -28,6 +28,7 @@ from cineprop.io import Cine, Geometry, Volume, read_image, read_label, write_im
 from cineprop.methods import build_propagator
 from cineprop.support import SupportSet
 from cineprop.synthetic import moving_shapes
+from ray_helpers import ray_processes
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(150)
@@ -36,22 +37,9 @@ pytestmark = pytest.mark.timeout(150)
 PAINTED = ["c0", "c1", "c2", "c3"]
 
 
-def _ray_processes() -> list[psutil.Process]:
-    """Ray processes started by this test process (raylet, GCS, workers, agents)."""
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            cmd = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/_private" in cmd:
-            found.append(p)
-    return found
-
-
 def _wait_gone(timeout: float = 20.0) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
-    while (left := _ray_processes()) and time.monotonic() < deadline:
+    while (left := ray_processes()) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
 
@@ -99,10 +87,19 @@ def _check_outputs(out: Path, cohort: dict) -> None:
     assert not list(out.glob(".*.tmp*")), "temporary files left behind"
 
 
+def _new_ray_sessions(before: set[str]) -> set[str]:
+    """Ray session folders (``$TMPDIR/ray/session_*``) not in ``before``."""
+    import tempfile
+    from pathlib import Path
+
+    return {p.name for p in (Path(tempfile.gettempdir()) / "ray").glob("session_2*")} - before
+
+
 def test_ctrl_c_while_ray_starts_stops_everything(cohort):
     """The CLI starts its own Ray; Ctrl-C (SIGINT) during startup exits 130 and leaves no process behind."""
     assert not ray.is_initialized()
     out = cohort["root"] / "interrupted"
+    sessions = _new_ray_sessions(set())
     proc = subprocess.Popen([sys.executable, "-m", "cineprop", "batch", str(cohort["data"]), "--support-from",
                              "labels", "--out", str(out), "--workers", "2", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -112,12 +109,14 @@ def test_ctrl_c_while_ray_starts_stops_everything(cohort):
         for child in psutil.Process(proc.pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 seen[child.pid] = " ".join(child.cmdline())
-        if any("raylet" in cmd for cmd in seen.values()):
+        # Ray is starting once its daemons run, or once it has made its session folder (a daemon that
+        # detached from the CLI's process tree would not show up as a child)
+        if any("raylet" in cmd or "gcs_server" in cmd for cmd in seen.values()) or _new_ray_sessions(sessions):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err
+    assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, sorted(set(seen.values()))[:5], err[-2000:])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and (left := [p for p in seen if psutil.pid_exists(p) and
                                                      psutil.Process(p).status() != psutil.STATUS_ZOMBIE]):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import psutil
 import pytest
 import torch
 
@@ -20,6 +19,7 @@ from cineprop.engine import ModelPropagator
 from cineprop.io import Cine, Geometry, Volume, write_image, write_label
 from cineprop.relearn import ConsistencyRelearner, RelearnConfig
 from cineprop.support import select_support
+from ray_helpers import ray_processes
 from relearn_helpers import shifted_cine, tiny_image_model
 
 ray = pytest.importorskip("ray")
@@ -45,18 +45,6 @@ def cine_folder(tmp_path_factory):
     return root
 
 
-def _ray_processes() -> list[psutil.Process]:
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            cmd = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/_private" in cmd:
-            found.append(p)
-    return found
-
-
 @pytest.fixture(scope="module")
 def local_ray():
     assert not ray.is_initialized()
@@ -66,7 +54,7 @@ def local_ray():
     finally:
         ray.shutdown()
         deadline = time.monotonic() + 30
-        while (left := _ray_processes()) and time.monotonic() < deadline:
+        while (left := ray_processes()) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not left, f"Ray processes left: {[p.pid for p in left]}"
 

@@ -74,7 +74,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ship_co
                 # address="local": a new private instance even when `ray start` left a cluster on this machine
                 context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
                                    object_store_memory=object_store_bytes, **common)
-            rearm()  # ray.init installs its own SIGTERM handler (a stack dump, no cleanup): ours goes back on top
+            # ray.init installs its own SIGTERM handler (a stack dump, no cleanup): ours goes back on top
+            if rearm():
+                raise KeyboardInterrupt  # an interrupt during start-up that Ray's internals swallowed
             info = _info(owned=True, address=address, dashboard=getattr(context, "dashboard_url", None))
             log(f"ray: {'joined ' + address if address else 'local instance'}, {info.cpus:g} CPUs on {info.nodes} "
                 f"node(s); dashboard: {info.dashboard_url or 'not available (needs ray[default])'}")
@@ -115,20 +117,30 @@ def _info(owned: bool, address: str | None, dashboard: str | None = None) -> Ray
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[Callable[[], None]]:
-    """Turn SIGTERM (a scheduler stopping the job) into KeyboardInterrupt so cleanup runs the same way.
+def _terminate_as_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn SIGTERM (a scheduler stopping the job) and SIGINT into KeyboardInterrupt, and remember them.
 
-    Yields a function that installs the handler again (after a library replaced it).
+    Yields a function that installs the handlers again (after a library replaced them) and says
+    whether an interrupt arrived meanwhile: one that landed where Python swallows exceptions (an
+    at-fork callback while Ray starts its daemons) must still stop the job.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
+        yield lambda: False
         return
+    arrived = []
 
     def _raise(signum, frame):  # noqa: ARG001
+        arrived.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    def rearm() -> bool:
+        signal.signal(signal.SIGTERM, _raise)
+        signal.signal(signal.SIGINT, _raise)
+        return bool(arrived)
+
+    previous = signal.signal(signal.SIGTERM, _raise), signal.signal(signal.SIGINT, _raise)
     try:
-        yield lambda: signal.signal(signal.SIGTERM, _raise)
+        yield rearm
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

@@ -35,6 +35,7 @@ import torch
 
 from cineprop.errors import SupportError
 from cineprop.io.cine import Cine
+from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.roi import Roi, bounding_box, roi_around
 from cineprop.support import SupportSet
@@ -128,14 +129,9 @@ def certainty(prob: np.ndarray) -> float:
 
 def blend_with_flow(model: np.ndarray, carried: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
     """``(1 − weight)·model + weight·carried`` (both ``H×W×T``) and their per-frame Dice agreement (T)."""
-    agreement = np.array([_agreement(model[:, :, i], carried[:, :, i]) for i in range(model.shape[2])], np.float32)
+    agreement = np.array([dice(model[:, :, i] > 0.5, carried[:, :, i] > 0.5) for i in range(model.shape[2])],
+                         np.float32)
     return (1.0 - weight) * model + weight * carried, agreement
-
-
-def _agreement(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
 
 
 class PropagationSession:
@@ -155,6 +151,7 @@ class PropagationSession:
         self._encodings: dict[tuple[int, int], list[torch.Tensor]] = {}
         self._sweeps: dict[int, dict[int, _Sweep]] = {1: {}, -1: {}}
         self._flow_field = None                                  # FlowField, built on first use
+        self._flow_carried = None                                # (support key, its flow Propagation)
         self.stats: Counter = Counter()
         #: ``{label: T×R×R}`` foreground probabilities of the last :meth:`propagate` inside the ROI.
         self.roi_probabilities: dict[int, np.ndarray] = {}
@@ -279,13 +276,17 @@ class PropagationSession:
                       self.config.flag_threshold)
 
     def flow_carried(self, support: SupportSet) -> Propagation:
-        """The ``flow`` baseline on this cine (flow fields computed once per session)."""
+        """The ``flow`` baseline on this cine (flow fields computed once per session, the result once per support)."""
         from cineprop.baselines import FlowPropagator
         from cineprop.flow import FlowField
 
         if self._flow_field is None:
             self._flow_field = FlowField(self.cine.frames)
-        return FlowPropagator(self._flow_field).propagate(self.cine, support)
+        key = tuple((label, f, hash(m.tobytes()))
+                    for label in support.labels for f, m in sorted(support.masks[label].items()))
+        if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again
+            self._flow_carried = key, FlowPropagator(self._flow_field).propagate(self.cine, support)
+        return self._flow_carried[1]
 
     def _blend_flow(self, probabilities: dict[int, np.ndarray], confidence: np.ndarray,
                     support: SupportSet) -> None:
@@ -305,7 +306,7 @@ class PropagationSession:
                 return f.probs[label], 1.0
             wf = (z - frame_idx) / (z - a)
             p = wf * f.probs[label] + (1.0 - wf) * b.probs[label]
-            return p, min(certainty(p), _agreement(f.probs[label], b.probs[label]))
+            return p, min(certainty(p), dice(f.probs[label] > 0.5, b.probs[label] > 0.5))
         only = f if in_f else b
         return only.probs[label], only.certainty[label]
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cineprop.io.cine import Cine
+from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.relearn.clip import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
@@ -70,12 +71,6 @@ def collapse_check(stage1: torch.Tensor, relearned: torch.Tensor, query: np.ndar
     return out
 
 
-def _agreement(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
-
-
 def finish_two_stage(clip: VideoClip, probs: torch.Tensor, support: SupportSet, reverted: dict[int, str],
                      seconds: float, details: dict[str, Any], flag_threshold: float,
                      session: PropagationSession | None = None) -> Propagation:
@@ -97,7 +92,7 @@ def finish_two_stage(clip: VideoClip, probs: torch.Tensor, support: SupportSet, 
         full = np.zeros((h, w, t), np.float32)
         for i in range(t):
             full[:, :, i] = clip.roi.paste(probs_np[slot, i], (h, w))
-            confidence[i] = min(confidence[i], _agreement(stage1_np[slot, i], probs_np[slot, i]))
+            confidence[i] = min(confidence[i], dice(stage1_np[slot, i] > 0.5, probs_np[slot, i] > 0.5))
         if session is not None and session.config.flow_weight > 0:
             carried = session.flow_carried(support).probabilities[label]
             full, agreement = blend_with_flow(full, carried, session.config.flow_weight)

@@ -2,11 +2,14 @@
 
 Relearning can only be tested meaningfully on a model that segments something, so the tests train
 one here (episodic training exactly as ``cineprop train-image`` does, on moving-shape cines) rather
-than loading weights from anywhere. Cached for the whole test session.
+than loading weights from anywhere. The trained weights are cached for the whole test session; each
+call returns a fresh copy, so no test can change what the next one gets. Training runs on one
+thread whatever the caller set, so the weights do not depend on which test trained them first.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -22,9 +25,22 @@ from cineprop.transforms import normalise_intensity
 TINY = ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1), decoder=(16, 12, 8))
 
 
-@functools.lru_cache(maxsize=None)
 def tiny_image_model(steps: int = 150, seed: int = 0) -> FewShotSegmenter:
-    """A tiny few-shot segmenter trained for ``steps`` episodic steps on clean synthetic cines."""
+    """A tiny few-shot segmenter trained for ``steps`` episodic steps on clean synthetic cines (a fresh copy)."""
+    return copy.deepcopy(_trained_tiny_model(steps, seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_tiny_model(steps: int, seed: int) -> FewShotSegmenter:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_tiny_model(steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_tiny_model(steps: int, seed: int) -> FewShotSegmenter:
     cines = [moving_shapes(64, 64, 12, labels=2, seed=100 + i, noise=0.08) for i in range(8)]
     data = CineSet("synthetic", [f"s{i}" for i in range(8)], [normalise_intensity(f) for f, _ in cines],
                    [lab for _, lab in cines], (1, 2))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cineprop.errors import SupportError
-from cineprop.metrics import dice, hausdorff95, iou, score_label, summarise, temporal_stability
+from cineprop.metrics import (confidence_curve, dice, flagging_summary, hausdorff95, iou, score_label, summarise,
+                              temporal_stability)
 from cineprop.support import (SupportSet, labels_from_probabilities, neighbours, query_frames, select_support,
                               spread_frames)
 
@@ -26,6 +27,26 @@ def test_dice_iou_by_hand():
     assert iou(a, b) == pytest.approx(8 / 24)
     assert dice(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0
     assert dice(a, np.zeros_like(a)) == 0.0
+
+
+def test_dice_takes_tensors_and_arrays_alike():
+    import torch
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 17, 19)) > 0.4
+    assert dice(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(dice(a, b))
+    assert dice(torch.zeros(3, 3), torch.zeros(3, 3)) == 1.0 and dice(torch.ones(2), torch.zeros(2)) == 0.0
+
+
+def test_one_shot_weight_rule_for_every_path():
+    from cineprop.relearn.video import plan_item
+    from cineprop.shots import TEMPORAL_SCALE, certainty, shot_weight
+
+    assert shot_weight(0) == 1.0 and shot_weight(3) == pytest.approx(math.exp(-3 / TEMPORAL_SCALE))
+    assert shot_weight(-30, floor=0.25) == 0.25                       # re-anchoring: the floor holds
+    far = plan_item(0, [0], 20, 24, floor=0.25)                       # stage 2 weighs painted shots as stage 1
+    assert far.supports == ((0, 0.25),) and far.memory == (19, pytest.approx(shot_weight(1)))
+    assert certainty(np.zeros((4, 4))) == 1.0 and certainty(np.full((4, 4), 0.5)) == 0.0
 
 
 def test_hausdorff95_uses_spacing():
@@ -118,3 +139,16 @@ def test_neighbours_and_combination():
     p2 = np.array([[[0.1]], [[0.4]], [[0.7]]], np.float32).reshape(3, 1, 1)
     out = labels_from_probabilities({1: p1, 3: p2})
     assert out.ravel().tolist() == [1, 0, 3]
+
+
+def test_confidence_curve_by_hand():
+    # frames 0 (painted), 1 bad & unsure, 2 good & sure, 3 bad & sure
+    seq = {"frames": 4, "support_frames": {"1": [0]}, "confidence": [1.0, 0.2, 0.9, 0.8], "flagged": [1],
+           "labels": {"1": {"frames": [1, 2, 3], "per_frame_dice": [0.3, 0.95, 0.6]}}}
+    curve = {p["threshold"]: p for p in confidence_curve([seq], bad_dice=0.7, thresholds=[0.0, 0.5, 0.85, 1.0])}
+    assert curve[0.0]["flag_rate"] == 0 and curve[0.0]["recall"] == 0 and math.isnan(curve[0.0]["precision"])
+    assert curve[0.5]["flag_rate"] == pytest.approx(1 / 3) and curve[0.5]["recall"] == 0.5
+    assert curve[0.85]["recall"] == 1.0 and curve[0.85]["precision"] == 1.0
+    assert curve[1.0]["flag_rate"] == 1.0 and curve[1.0]["precision"] == pytest.approx(2 / 3)
+    summary = flagging_summary([seq], bad_dice=0.7)
+    assert (summary["bad_frames"], summary["flagged_bad_frames"], summary["query_frames"]) == (2, 1, 3)

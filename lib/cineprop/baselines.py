@@ -18,13 +18,8 @@ from cineprop.flow import FlowField, warp
 from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
+from cineprop.shots import certainty
 from cineprop.support import SupportSet, neighbours
-
-
-def _certainty(p: np.ndarray) -> float:
-    """Mean ``|2p − 1|`` over the pixels where ``p`` is undecided or foreground; 1 for a crisp mask."""
-    region = p > 0.05
-    return float(np.abs(2.0 * p[region] - 1.0).mean()) if region.any() else 1.0
 
 
 class CopyPropagator:
@@ -85,7 +80,7 @@ class WarpPropagator:
                     confidence[slot, i] = dice(forward[i] > 0.5, backward[i] > 0.5)
                 else:
                     prob[:, :, i] = forward[i] if a is not None else backward[i]
-                    confidence[slot, i] = _certainty(prob[:, :, i])
+                    confidence[slot, i] = certainty(prob[:, :, i])
             probabilities[label] = prob
         return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start)
 

@@ -14,11 +14,16 @@ import numpy as np
 from scipy import ndimage
 
 
-def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+def dice(pred, gt) -> float:
+    """Dice of two masks of the same shape, numpy arrays or torch tensors (nonzero = inside); 1.0 when both are empty."""
+    pred, gt = _as_bool(pred), _as_bool(gt)
     total = int(pred.sum()) + int(gt.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, gt).sum()) / total
+    return 1.0 if total == 0 else 2.0 * int((pred & gt).sum()) / total
+
+
+def _as_bool(mask):
+    """A torch tensor stays a tensor (no copy to the CPU); anything else becomes a numpy bool array."""
+    return mask.bool() if hasattr(mask, "bool") and not isinstance(mask, np.ndarray) else np.asarray(mask, bool)
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -107,6 +112,45 @@ def summarise(per_sequence: Sequence[dict]) -> tuple[float, dict]:
     return _nanmean(all_dice), per_label
 
 
+def _query_frames_scored(per_sequence: Sequence[dict]):
+    """Per query frame (painted for no label): ``(sequence item, frame, worst label Dice)``."""
+    for seq in per_sequence:
+        painted = {f for frames in seq["support_frames"].values() for f in frames}
+        worst: dict[int, float] = {}
+        for s in seq["labels"].values():
+            for t, d in zip(s["frames"], s["per_frame_dice"]):
+                worst[t] = min(worst.get(t, 1.0), d)
+        for t in range(seq["frames"]):
+            if t not in painted:
+                yield seq, t, worst.get(t, 1.0)
+
+
+def confidence_curve(per_sequence: Sequence[dict], bad_dice: float = 0.7,
+                     thresholds: Sequence[float] | None = None) -> list[dict]:
+    """Flagging at each confidence threshold: the precision/recall curve of the frame confidence.
+
+    A frame is flagged when its confidence is below the threshold, *bad* when some label's Dice is
+    below ``bad_dice``. Each point: ``threshold``, ``flag_rate`` (flagged / query frames), ``recall``
+    (flagged bad / bad), ``precision`` (flagged bad / flagged; NaN when none is flagged).
+
+    Args:
+        per_sequence: ``cineprop evaluate`` report items (``confidence``, ``support_frames``,
+            ``frames``, ``labels`` with ``frames``/``per_frame_dice``).
+        thresholds: default 0, 0.02, …, 1.
+    """
+    pairs = np.array([(float(seq["confidence"][t]), worst) for seq, t, worst in _query_frames_scored(per_sequence)],
+                     float).reshape(-1, 2)
+    conf, bad = pairs[:, 0], pairs[:, 1] < bad_dice
+    points = []
+    for th in (np.linspace(0, 1, 51) if thresholds is None else thresholds):
+        flagged = conf < th
+        n = int(flagged.sum())
+        points.append({"threshold": round(float(th), 4), "flag_rate": n / len(conf) if len(conf) else math.nan,
+                       "recall": float((flagged & bad).sum() / bad.sum()) if bad.any() else math.nan,
+                       "precision": float((flagged & bad).sum() / n) if n else math.nan})
+    return points
+
+
 def flagging_summary(per_sequence: Sequence[dict], bad_dice: float = 0.5) -> dict:
     """How well the per-frame confidence flags the frames that need review.
 
@@ -119,19 +163,12 @@ def flagging_summary(per_sequence: Sequence[dict], bad_dice: float = 0.5) -> dic
             (count) and ``labels`` (``{label: score_label(...)}``).
     """
     bad = flagged_bad = flagged = queries = 0
-    for seq in per_sequence:
-        painted = {f for frames in seq["support_frames"].values() for f in frames}
-        query = [t for t in range(seq["frames"]) if t not in painted]
-        worst: dict[int, float] = {}
-        for s in seq["labels"].values():
-            for t, d in zip(s["frames"], s["per_frame_dice"]):
-                worst[t] = min(worst.get(t, 1.0), d)
-        flags = set(seq["flagged"])
-        bad_frames = [t for t in query if worst.get(t, 1.0) < bad_dice]
-        bad += len(bad_frames)
-        flagged_bad += sum(t in flags for t in bad_frames)
-        flagged += sum(t in flags for t in query)
-        queries += len(query)
+    for seq, t, worst in _query_frames_scored(per_sequence):
+        is_flagged = t in seq["flagged"]
+        bad += worst < bad_dice
+        flagged_bad += is_flagged and worst < bad_dice
+        flagged += is_flagged
+        queries += 1
     return {"bad_dice": bad_dice, "bad_frames": bad, "flagged_bad_frames": flagged_bad,
             "recall_bad_frames": flagged_bad / bad if bad else math.nan,
             "flagged_frames": flagged, "query_frames": queries,

@@ -38,6 +38,7 @@ from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.roi import Roi, bounding_box, roi_around
+from cineprop.shots import certainty, shot_weight
 from cineprop.support import SupportSet
 from cineprop.transforms import normalise_intensity
 
@@ -110,21 +111,6 @@ class _Sweep:
     certainty: dict[int, float]
     anchor: dict[int, int]                # label -> painted frame the chain started from
     memory: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)  # state after this frame
-
-
-def shot_weight(distance: float, temporal_scale: float, floor: float = 0.0) -> float:
-    """Weight of a painted frame ``distance`` frames away: ``max(exp(−|d|/scale), floor)``.
-
-    A floor > 0 keeps the painted frame in every prediction however far away it is (re-anchoring,
-    as SAM 2 keeps its conditioning frames), so memory cannot take over completely on long clips.
-    """
-    return max(float(np.exp(-abs(distance) / temporal_scale)), floor)
-
-
-def certainty(prob: np.ndarray) -> float:
-    """Mean ``|2p − 1|`` where ``p > 0.05`` (1 for an empty or crisp map)."""
-    region = prob > 0.05
-    return float(np.abs(2.0 * prob[region] - 1.0).mean()) if region.any() else 1.0
 
 
 def blend_with_flow(model: np.ndarray, carried: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +340,7 @@ class PropagationSession:
             if cfg.memory and label in memory and memory[label][0] not in behind[:cfg.max_shots]:
                 m_frame, m_mask = memory[label]
                 shots.append(self._memory_encoding(m_frame, m_mask))
-                weights.append(float(np.exp(-abs(frame_idx - m_frame) / cfg.temporal_scale)))
+                weights.append(shot_weight(frame_idx - m_frame, cfg.temporal_scale))
             todo.append((label, shots, weights))
         if not todo:
             return result

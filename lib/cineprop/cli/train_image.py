@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N val sequences")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: all cores; 1 is faster when other jobs share the CPU)")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (a warm restart: new optimiser and schedule; "
+                        "'bundled' for the bundled model); ignored when OUT/last.pt is resumed")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
     p.set_defaults(func=run)
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                       validate_every=args.validate_every, exclude_labels=tuple(args.exclude_labels),
                       image_sets=tuple(args.image_sets), val_limit=args.val_limit,
-                      backbone_weights=args.backbone_weights, threads=args.threads,
+                      backbone_weights=args.backbone_weights, threads=args.threads, init=args.init,
                       model=ModelConfig(resolution=args.resolution, backbone=args.backbone))
     summary = train_image(cfg, resume=not args.no_resume)
     print(f"best val Dice {summary['best']['dice']:.4f} at step {summary['best']['step']}: {args.out}/best.pt")

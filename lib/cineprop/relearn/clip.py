@@ -16,6 +16,7 @@ from cineprop.propagation import Propagation
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.video import Item, VideoClip, plan_item
 from cineprop.session import PropagationSession, SessionConfig
+from cineprop.shots import shot_weight
 from cineprop.support import SupportSet
 
 
@@ -47,19 +48,20 @@ def build_clip(session: PropagationSession, stage1: Propagation, config: Relearn
     memory_np = {(slot, i): (stage1_probs[slot, i] > 0.5).astype(np.float32)
                  for slot in range(len(labels)) for i in range(t)}
     shots, scale = session.config.max_shots, session.config.temporal_scale   # stage 2 weighs shots as stage 1
-    grid = [[plan_item(slot, list(painted_np[slot]), i, t, shots, scale)
+    floor = session.config.support_weight_floor
+    grid = [[plan_item(slot, list(painted_np[slot]), i, t, shots, scale, floor=floor)
              for i in range(t)] for slot in range(len(labels))]
     exclusive, copies, targets = [], [], []
     augmented = None
     if training:
         for slot in range(len(labels)):
             for f, mask in painted_np[slot].items():
-                item = plan_item(slot, list(painted_np[slot]), f, t, shots, scale, exclude_self=True)
+                item = plan_item(slot, list(painted_np[slot]), f, t, shots, scale, exclude_self=True, floor=floor)
                 exclusive.append((item, mask))
                 for d in range(2, config.cycle_distance + 1):       # memory from farther frames
                     for m in (f - d, f + d):
                         if 0 <= m < t and m not in painted_np[slot]:
-                            exclusive.append((Item(slot, f, item.supports, (m, float(np.exp(-d / scale)))), mask))
+                            exclusive.append((Item(slot, f, item.supports, (m, shot_weight(d, scale))), mask))
                 for _ in range(config.copies):
                     copies.append(_deformed_copy(rng, slot, f, crops[f], mask, bank, memory_np, scale,
                                                  config.copy_strength))
@@ -99,7 +101,7 @@ def _deformed_copy(rng: np.random.Generator, slot: int, frame: int, image: np.nd
     m_index = len(bank)
     bank.append(np.clip(near + rng.normal(0, noise, near.shape), 0, 1).astype(np.float32))
     memory[(slot, m_index)] = near_mask.astype(np.float32)
-    weight = float(np.exp(-1.0 / temporal_scale))
+    weight = shot_weight(1, temporal_scale)
     return Item(slot, q_index, ((frame, weight),), (m_index, weight)), target.astype(np.float32)
 
 

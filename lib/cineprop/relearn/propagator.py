@@ -57,13 +57,12 @@ def collapse_check(stage1: torch.Tensor, relearned: torch.Tensor, query: np.ndar
         if frames.numel() == 0:
             continue
         a, b = stage1[slot, frames] > 0.5, relearned[slot, frames] > 0.5
-        area_a, area_b = float(a.sum()), float(b.sum())
-        ratio = (area_b + 1.0) / (area_a + 1.0)
-        dice = 1.0 if area_a + area_b == 0 else 2.0 * float((a & b).sum()) / (area_a + area_b)
+        ratio = (float(b.sum()) + 1.0) / (float(a.sum()) + 1.0)
+        agreement = dice(a, b)
         if ratio > config.guard_area_ratio or ratio < 1.0 / config.guard_area_ratio:
             out[slot] = f"area changed x{ratio:.2f} against the image model"
-        elif dice < config.guard_dice:
-            out[slot] = f"Dice {dice:.2f} against the image model"
+        elif agreement < config.guard_dice:
+            out[slot] = f"Dice {agreement:.2f} against the image model"
         elif support_before and support_after and slot in support_before and \
                 support_after[slot] < support_before[slot] - config.guard_support_drop:
             out[slot] = (f"painted frames predicted without themselves: Dice {support_after[slot]:.2f} "

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from cineprop.flow import FlowField
+from cineprop.metrics import dice
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.losses import (feature_loss, prediction_loss, pseudo_supervision_loss, segmentation_loss,
                                      temporal_loss, warp_loss)
@@ -234,9 +235,7 @@ class ConsistencyRelearner:
         probs = torch.softmax(model.decode(temporal_attend(model, seq, valid)[:, w]), 1)[:, 1]
         scores: dict[int, list[float]] = {}
         for (it, target), p in zip(clip.exclusive, probs):
-            a, b = p > 0.5, target > 0.5
-            total = float(a.sum() + b.sum())
-            scores.setdefault(it.slot, []).append(1.0 if total == 0 else 2.0 * float((a & b).sum()) / total)
+            scores.setdefault(it.slot, []).append(dice(p > 0.5, target > 0.5))
         return {slot: float(np.mean(v)) for slot, v in scores.items()}
 
     # ---- the loop -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from cineprop.model import SupportEncoding
 from cineprop.propagation import Propagation
 from cineprop.relearn.tau import temporal_attend
 from cineprop.roi import Roi
+from cineprop.shots import TEMPORAL_SCALE, shot_weight
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,16 @@ class Item:
 
 
 def plan_item(slot: int, painted: Sequence[int], frame_idx: int, num_frames: int, max_shots: int = 3,
-              temporal_scale: float = 3.0, exclude_self: bool = False) -> Item:
+              temporal_scale: float = TEMPORAL_SCALE, exclude_self: bool = False, floor: float = 0.0) -> Item:
     """The stage-2 shots of ``frame_idx`` (see the module docstring).
 
     With ``exclude_self`` a painted frame is planned as if it were not painted (for ``L_s``); when
     no other painted frame is left, its memory is the next frame (the previous one at the end).
+    Painted shots are weighed as in stage 1, ``floor`` included (``SessionConfig.support_weight_floor``).
     """
     candidates = [f for f in painted if not (exclude_self and f == frame_idx)]
     chosen = sorted(candidates, key=lambda f: (abs(f - frame_idx), f))[:max_shots]
-    supports = tuple((int(f), float(np.exp(-abs(f - frame_idx) / temporal_scale))) for f in chosen)
+    supports = tuple((int(f), shot_weight(f - frame_idx, temporal_scale, floor)) for f in chosen)
     if chosen and chosen[0] == frame_idx:
         return Item(slot, frame_idx, supports)
     if chosen:
@@ -70,7 +72,7 @@ def plan_item(slot: int, painted: Sequence[int], frame_idx: int, num_frames: int
     m = frame_idx + step
     memory = None
     if 0 <= m < num_frames and m not in chosen:
-        memory = (m, float(np.exp(-1.0 / temporal_scale)))
+        memory = (m, shot_weight(1, temporal_scale))
     return Item(slot, frame_idx, supports, memory)
 
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from cineprop.roi import bounding_box
+from cineprop.shots import shot_weight
 from cineprop.training.augment import (corrupt_mask, deform, jitter_roi, random_intensity, random_view)
 from cineprop.training.data import CineSet, ImageSet
 
-TEMPORAL_SCALE = 3.0  # same weighting as SessionConfig.temporal_scale
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,6 @@ class Episode:
     memory: np.ndarray | None = None
     memory_mask: np.ndarray | None = None
     memory_weight: float = 0.0
-
-
-def _weight(distance: float) -> float:
-    return float(np.exp(-abs(distance) / TEMPORAL_SCALE))
 
 
 class EpisodeSampler:
@@ -159,8 +155,8 @@ class EpisodeSampler:
         if rng.random() < self.mix.memory_probability:
             m = query + (1 if first > query else -1)
             if 0 <= m < t_count and m != query and m not in chosen:
-                memory = (frames[:, :, m], self._memory_mask(labels[:, :, m] == label), _weight(1))
-        weights = [_weight(t - query) for t in chosen]
+                memory = (frames[:, :, m], self._memory_mask(labels[:, :, m] == label), shot_weight(1))
+        weights = [shot_weight(t - query) for t in chosen]
         return self._finish(roi, frames[:, :, query], labels[:, :, query] == label,
                             [frames[:, :, t] for t in chosen], masks, weights, memory)
 
@@ -186,15 +182,15 @@ class EpisodeSampler:
         i = int(rng.integers(len(s)))
         image, mask = s.images[i], s.masks[i]
         query, target = deform(rng, image, mask, float(rng.uniform(0.3, 1.5)))
-        supports, masks, weights = [image], [mask], [_weight(1)]
+        supports, masks, weights = [image], [mask], [shot_weight(1)]
         for _ in range(shots - 1):
             d = float(rng.uniform(1, 5))
             x, m = deform(rng, image, mask, 0.5 + d / 3)
-            supports.append(x), masks.append(m), weights.append(_weight(d))
+            supports.append(x), masks.append(m), weights.append(shot_weight(d))
         memory = None
         if rng.random() < self.mix.memory_probability:
             x, m = deform(rng, query, target, 0.4)
-            memory = (x, self._memory_mask(m), _weight(1))
+            memory = (x, self._memory_mask(m), shot_weight(1))
         if not target.any():
             return None
         roi = jitter_roi(rng, bounding_box([mask]), mask.shape, margin=(0.5, 1.6), shift=0.08)

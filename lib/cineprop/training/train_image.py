@@ -47,6 +47,7 @@ class TrainConfig:
     shots_p: tuple[float, float, float] = (0.6, 0.25, 0.15)
     val_limit: int | None = None
     backbone_weights: str | None = None
+    init: str | None = None          # checkpoint whose weights start the run (warm restart), "bundled" allowed
     threads: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     mix: EpisodeMix = field(default_factory=EpisodeMix)
@@ -93,6 +94,8 @@ def train_image(cfg: TrainConfig, resume: bool = True, progress: bool = True) ->
     model = FewShotSegmenter(cfg.model)
     if cfg.backbone_weights:
         _load_backbone_weights(model, cfg.backbone_weights)
+    if cfg.init:
+        _load_initial_weights(model, cfg.init)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, history, best = 0, [], {"dice": -1.0, "step": -1}
     last = out / "last.pt"
@@ -154,6 +157,17 @@ def _load_backbone_weights(model: FewShotSegmenter, path: str) -> None:
     if not hasattr(model.backbone, "load_imagenet"):
         raise CheckpointError(f"{path}: backbone weights need --backbone resnet18")
     model.backbone.load_imagenet(state)
+
+
+def _load_initial_weights(model: FewShotSegmenter, path: str) -> None:
+    """Copy an image checkpoint's weights into ``model`` (same architecture, strict)."""
+    from cineprop.errors import CheckpointError
+
+    payload = read_checkpoint(None if path == "bundled" else path)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: --init needs a checkpoint of the same architecture ({exc})") from exc
 
 
 def _jsonable(value):

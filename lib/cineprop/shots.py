@@ -1,0 +1,33 @@
+"""Two rules every propagation path shares: how much a shot counts, and how sure a prediction is.
+
+The session (stage 1), two-stage inference and relearning (stage 2), episodic training and the
+registration baselines all weigh shots and score probability maps the same way; this module is the
+one place those rules are written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: frames over which a shot's weight falls by ``e`` (``SessionConfig.temporal_scale``, training episodes)
+TEMPORAL_SCALE = 3.0
+
+
+def shot_weight(distance: float, temporal_scale: float = TEMPORAL_SCALE, floor: float = 0.0) -> float:
+    """Weight of a shot ``distance`` frames away from the query: ``max(exp(−|d|/scale), floor)``.
+
+    A floor > 0 keeps a painted frame in every prediction however far away it is (re-anchoring,
+    as SAM 2 keeps its conditioning frames), so memory cannot take over completely on long clips.
+    Memory shots (earlier predictions) take no floor.
+    """
+    return max(float(np.exp(-abs(distance) / temporal_scale)), floor)
+
+
+def certainty(prob: np.ndarray) -> float:
+    """How crisp a foreground probability map is: mean ``|2p − 1|`` where ``p > 0.05``.
+
+    Pixels that are confidently background everywhere do not count, so a small object is not
+    "certain" just because most of the frame is empty. 1 for an empty or a crisp (0/1) map.
+    """
+    region = prob > 0.05
+    return float(np.abs(2.0 * prob[region] - 1.0).mean()) if region.any() else 1.0

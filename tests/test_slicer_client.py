@@ -23,7 +23,6 @@ from CinePropLib.client import CinePropClient, ServerError  # noqa: E402
 from CinePropLib.conversions import CineArrays, same_grid  # noqa: E402
 from CinePropLib.logic import IMAGE_TRAIN_TASK, RELEARN_TASK, CineWorkflow, WorkflowError  # noqa: E402
 from CinePropLib.segments import SegmentSpec  # noqa: E402
-from CinePropLib.support import painted_frames  # noqa: E402
 from CinePropLib.volumefiles import read_volume, write_labels  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -133,6 +132,52 @@ def test_local_cine_uses_one_session_and_corrections_become_support(workflow, tm
     assert workflow.client.session_exists(next(iter(sessions.values())))
 
 
+def test_a_background_result_counts_only_once_shown(workflow):
+    """The panel propagates with ``record=False`` and records a result when it shows it, so a cancelled
+    one never turns the frames the user did not touch into "corrections" (support) at the next Propagate."""
+    frames, truth, grid = _sample("patient080_frame01")
+    cine = CineArrays(frames[..., :6], grid, "shown later")
+    last = cine.num_frames - 1
+    first = workflow.propagate(cine, _paint(truth[..., :6], [0]), SEGMENTS)       # shown to the user
+    corrected = first.labels.copy()
+    corrected[..., last] = truth[..., last]
+    corrected[0, 0, last] = 2                                                      # surely a change
+    cancelled = workflow.propagate(cine, corrected, SEGMENTS, record=False)        # e.g. the user pressed Cancel
+    assert cancelled.support_frames == [0, last]
+    assert workflow.support_frames(cine, corrected) == [0, last]                  # unaffected by it
+    differs = {t for t in range(last) if not np.array_equal(corrected[..., t], cancelled.labels[..., t])}
+    assert differs, "the second propagation changed no frame; the check below would be empty"
+    workflow.record(cine, cancelled)                                               # had it been shown …
+    assert set(workflow.support_frames(cine, corrected)) > {0, last}              # … untouched frames would count
+
+
+def test_a_4d_study_one_slice_position_at_a_time(workflow, tmp_path):
+    """A study stored ``H×W×Z×T``: Load study shows one position; Propagate sends ``slice_index`` and the
+    support in the file's 4D shape; Submit writes that position and keeps the other one's final label."""
+    import nibabel as nib
+
+    frames, truth, grid = _sample("patient080_frame01")
+    frames, truth = frames[..., :5], truth[..., :5]
+    stack = np.stack([frames, frames[::-1]], axis=2)                      # H×W×2×T: position 1 is flipped
+    truths = np.stack([truth, truth[::-1]], axis=2)
+    path = tmp_path / "stack_study.nii.gz"
+    nib.save(nib.Nifti1Image(stack, grid), path)
+    study = workflow.client.upload_image(path, "slicer_stack_study")
+
+    for z in (1, 0):                                                        # one position, then the other
+        shown, shown_grid = workflow.open_study_file(study, workflow.download_study(study), z)
+        np.testing.assert_allclose(shown, stack[:, :, z], rtol=1e-5)
+        cine = CineArrays(shown, shown_grid, study)
+        result = workflow.propagate(cine, _paint(truths[:, :, z], [2]), SEGMENTS, image_id=study)
+        assert result.labels.shape == truth.shape and result.support_frames == [2]
+        np.testing.assert_array_equal(result.labels[..., 2], truths[:, :, z, 2])
+        assert _dice(result.labels[..., 3] == 3, truths[:, :, z, 3] == 3) > 0.5
+        assert workflow.submit(cine, truths[:, :, z], SEGMENTS, image_id=study) == study
+
+    stored = nib.load(workflow.client.download_label(study, "final", tmp_path / "final"))
+    np.testing.assert_array_equal(np.asarray(stored.dataobj), truths)      # both positions, each in place
+
+
 def test_errors_reach_the_user_as_one_line(workflow, tmp_path):
     frames, truth, grid = _sample(UNSUPPORTED)
     cine = CineArrays(frames, grid, UNSUPPORTED)
@@ -206,3 +251,59 @@ def test_unreachable_after_stop_is_readable(tmp_path):
     client = CinePropClient("http://127.0.0.1:9", timeout=3)
     with pytest.raises(ServerError, match="cannot reach"):
         client.studies()
+
+
+# -- a secured server: MONAI Label with authentication on ------------------------------------------
+LOGIN, PASSWORD = "radiologist", "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def secured_server(tmp_path_factory):
+    """A real server with ``MONAI_LABEL_AUTH_ENABLE=true`` against an OpenID realm on 127.0.0.1.
+
+    The realm (``tests/realm.py``) is only the identity server's side (what Keycloak serves MONAI
+    Label); the MONAI Label server, its ``/auth/token`` relay and its token checks are the real ones.
+    """
+    from realm import Realm
+    from servers import prepare_sample_studies, start_server
+
+    root = tmp_path_factory.mktemp("secured")
+    studies = root / "studies"
+    prepare_sample_studies(studies, ids=["patient080_frame01"], with_support=["patient080_frame01"])
+    with Realm(users={LOGIN: (PASSWORD, ["monailabel-user", "monailabel-annotator"])}) as realm:
+        server = start_server(studies, env=realm.server_env(), log_path=root / "server.log",
+                              headers=realm.bearer(["monailabel-user"]))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def test_secured_server_login_and_every_call_authorised(secured_server, tmp_path):
+    """Token from /auth/token; listing, propagating and submitting all carry it; the client id names the user."""
+    workflow = CineWorkflow(workdir=tmp_path / "client")
+    with pytest.raises(ServerError, match="requires a login: enter your user name and password"):
+        workflow.connect(secured_server.url)
+    with pytest.raises(ServerError, match=f"Login refused for '{LOGIN}': wrong user name or password"):
+        workflow.connect(secured_server.url, LOGIN, "wrong password")
+    assert workflow.client is None                       # a failed login leaves nothing half-connected
+
+    status = workflow.connect(secured_server.url, LOGIN, PASSWORD)
+    assert status.startswith("Connected to") and f" as {LOGIN}" in status, status
+    assert workflow.client.token and workflow.client_id == f"slicer-cineprop-{LOGIN}"
+    assert "patient080_frame01" in {s.id for s in workflow.studies()}
+
+    frames, truth, grid = _sample("patient080_frame01")
+    cine = CineArrays(frames, grid, "patient080_frame01")
+    result = workflow.propagate(cine, _paint(truth, [0]), SEGMENTS, image_id="patient080_frame01")
+    assert result.labels.shape == truth.shape and result.support_frames == [0]
+    image_id = workflow.submit(CineArrays(frames[..., :4], grid, "secured submit"), truth[..., :4], SEGMENTS)
+    stored = secured_server.studies / "labels" / "final" / f"{image_id}.nii.gz"
+    assert stored.exists()
+    records = "".join(p.read_text() for p in secured_server.studies.rglob("*.json"))
+    assert f"slicer-cineprop-{LOGIN}" in records          # the per-user client id reached the datastore
+
+    anonymous = CinePropClient(secured_server.url)       # the same calls without the token are refused
+    with pytest.raises(ServerError, match="requires a login") as caught:
+        anonymous.studies()
+    assert caught.value.status == 401

@@ -1,33 +1,32 @@
 """CineProp: few-shot segmentation of cines in 3D Slicer through a cineprop MONAI Label server.
 
-Module → Widget (this file, thin) → Logic (this file: nodes ⇄ arrays) → ``CinePropLib`` (REST
-client, conversions, support bookkeeping; no Slicer needed, tested with pytest).
+Module → Widget (this file: buttons → background tasks → logic → panel) → Logic
+(``CinePropLib.slicerlogic``: nodes ⇄ arrays) → ``CinePropLib`` (REST client, conversions, support
+bookkeeping, task runner; no Slicer needed, tested with pytest). The parameter node is tested with
+Slicer's own ``parameterNodeWrapper`` (``Testing/Python/test_slicer_parameter_node.py``).
 """
 
-import functools
-import logging
-import os
 from typing import Annotated, Union
 
 import numpy as np
 import qt
 import slicer
+import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLSequenceNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
 
-from CinePropLib import nodes, panel
-from CinePropLib.client import DEFAULT_URL, ServerError
-from CinePropLib.conversions import ConversionError, cine_from_frames, cine_from_volume
-from CinePropLib.logic import IMAGE_TRAIN_TASK, RELEARN_TASK, CineWorkflow, WorkflowError, describe_error
-from CinePropLib.segments import SegmentSpec, assign_values, palette_color, result_segments
-from CinePropLib.support import next_flagged
+from CinePropLib import nodes, panel, sequences
+from CinePropLib.client import DEFAULT_URL, remember_url
+from CinePropLib.logic import IMAGE_TRAIN_TASK, RELEARN_TASK, WorkflowError, describe_error
+from CinePropLib.slicerlogic import CineNodesLogic
+from CinePropLib.runner import TaskRunnerMixin, guarded as _guarded
+from CinePropLib.tasks import BackgroundTask
 
 
 class CineProp(ScriptedLoadableModule):
@@ -51,31 +50,14 @@ class CinePropParameterNode:
     """GUI state saved with the scene: server address, cine, segmentation and flag threshold."""
 
     serverUrl: str = DEFAULT_URL
-    cine: Union[vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode]
+    # The None is necessary: a fresh node starts empty, and the wrapper's Union serializer accepts a value
+    # only when one member type does (a plain node type accepts None by itself).
+    cine: Union[vtkMRMLScalarVolumeNode, vtkMRMLSequenceNode, None]
     segmentation: vtkMRMLSegmentationNode
     flagThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
 
-def _guarded(busy):
-    """Run a button handler with a wait cursor; show any error as one line in the panel."""
-    def decorate(method):
-        @functools.wraps(method)
-        def run(self, *_signalArgs):
-            self._status(f"{busy}…")
-            slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
-            try:
-                method(self)
-            except Exception as exc:  # noqa: BLE001 - everything ends as a readable message
-                if not isinstance(exc, (WorkflowError, ServerError, ConversionError)):
-                    logging.exception("CineProp: %s failed", busy)  # a bug: traceback to the console only
-                self._status(describe_error(exc), error=True)
-            finally:
-                slicer.app.restoreOverrideCursor()
-        return run
-    return decorate
-
-
-class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunnerMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -83,6 +65,11 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._plotNodes = {}
+        self._task = None
+        self._trainingPoll = None
+        self._watched = None
+        self._unsubmitted = False
+        self._layoutBeforeEnter = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -100,38 +87,51 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.embeddedSegmentEditorWidget.setSegmentationNodeSelectorVisible(False)
         self.ui.embeddedSegmentEditorWidget.setSourceVolumeNodeSelectorVisible(False)
         self.logic = CinePropLogic()
+        self._settings = qt.QSettings()
+        self.ui.serverUrlLineEdit.setCompleter(qt.QCompleter(self._recentUrls()))
         self._trainingTimer = qt.QTimer()
-        self._trainingTimer.setInterval(2000)
+        self._trainingTimer.setInterval(1000)
         self._trainingTimer.connect("timeout()", self.onTrainingTimer)
+        self.initTasks()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.connectButton.connect("clicked(bool)", self.onConnect)
-        self.ui.refreshStudiesButton.connect("clicked(bool)", self.onRefreshStudies)
-        self.ui.loadStudyButton.connect("clicked(bool)", self.onLoadStudy)
+        for button, handler in (("connect", self.onConnect), ("refreshStudies", self.onRefreshStudies),
+                                ("loadStudy", self.onLoadStudy), ("nextStudy", self.onNextStudy),
+                                ("openFile", self.onOpenFile),
+                                ("propagate", self.onPropagate), ("nextFlagged", self.onNextFlagged),
+                                ("confirmFrame", self.onConfirmFrame), ("submit", self.onSubmit),
+                                ("relearn", self.onRelearn), ("train", self.onTrain),
+                                ("stopTraining", self.onStopTraining), ("cancelTask", self.onCancelTask)):
+            getattr(self.ui, f"{button}Button").connect("clicked(bool)", handler)
         self.ui.studyList.connect("itemDoubleClicked(QListWidgetItem*)", self.onLoadStudy)
-        self.ui.nextStudyButton.connect("clicked(bool)", self.onNextStudy)
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCineChanged)
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
-        self.ui.propagateButton.connect("clicked(bool)", self.onPropagate)
-        self.ui.nextFlaggedButton.connect("clicked(bool)", self.onNextFlagged)
-        self.ui.confirmFrameButton.connect("clicked(bool)", self.onConfirmFrame)
         self.ui.confidenceTable.connect("cellDoubleClicked(int,int)", self.onConfidenceRow)
-        self.ui.submitButton.connect("clicked(bool)", self.onSubmit)
-        self.ui.relearnButton.connect("clicked(bool)", self.onRelearn)
-        self.ui.trainButton.connect("clicked(bool)", self.onTrain)
-        self.ui.stopTrainingButton.connect("clicked(bool)", self.onStopTraining)
+        self.ui.slicePositionSpinBox.connect("valueChanged(int)",
+                                             lambda _: self.onCineChanged(self.ui.inputSelector.currentNode()))
         self.initializeParameterNode()
+        recent = self._recentUrls()          # application settings: the last server, for every new scene
+        if recent and self._parameterNode.serverUrl == DEFAULT_URL:
+            self._parameterNode.serverUrl = recent[0]
+        self.ui.verifyTlsCheckBox.checked = slicer.util.toBool(self._settings.value("CineProp/verifyTls", True))
         self._updateButtons()
 
     def cleanup(self):
         self._trainingTimer.stop()
+        self.stopTasks()
         self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
+        # The Segment Editor's keys (z/y undo/redo, effect shortcuts), as Slicer's Segment Editor module does
+        self.ui.embeddedSegmentEditorWidget.installKeyboardShortcuts()
+        self._layoutBeforeEnter = slicer.app.layoutManager().layout
 
     def exit(self):
+        self.ui.embeddedSegmentEditorWidget.uninstallKeyboardShortcuts()
+        if self._layoutBeforeEnter is not None:
+            slicer.app.layoutManager().setLayout(self._layoutBeforeEnter)
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -140,6 +140,8 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
+        self._plotNodes = {}   # the closed scene took the plot nodes; the next result makes new ones
+        self.logic.forgetCines()
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -154,24 +156,37 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _status(self, text, error=False):
-        panel.show_status(self.ui, text, error)
-        slicer.app.processEvents()
-
     def _updateButtons(self):
-        panel.update_buttons(self.ui, self.ui.inputSelector.currentNode() is not None, self.logic.lastResult)
+        panel.update_buttons(self.ui, self.ui.inputSelector.currentNode() is not None, self.logic.lastResult,
+                             busy=self._task is not None)
+
+    def _recentUrls(self):
+        stored = self._settings.value("CineProp/recentUrls") or []
+        return [str(u) for u in ([stored] if isinstance(stored, str) else stored) if u]  # 1 item reads as a str
 
     # -- handlers ------------------------------------------------------------------------------
     @_guarded("Connecting")
     def onConnect(self):
-        self.ui.connectionStatusLabel.text = self.logic.workflow.connect(self.ui.serverUrlLineEdit.text)
-        panel.show_studies(self.ui, self.logic.workflow.studies(), qt)
-        self._status("Connected. Load a study, or choose a cine loaded in Slicer.")
+        url, user, password = self.ui.serverUrlLineEdit.text, self.ui.userLineEdit.text, self.ui.passwordLineEdit.text
+        verify = self.ui.verifyTlsCheckBox.checked
+
+        def connected(result):
+            status, studies = result
+            self.ui.connectionStatusLabel.text = status
+            self.ui.passwordLineEdit.text = ""   # the token is kept, never the password
+            self._settings.setValue("CineProp/recentUrls", remember_url(self._recentUrls(), url))
+            self._settings.setValue("CineProp/verifyTls", verify)
+            self.ui.serverUrlLineEdit.setCompleter(qt.QCompleter(self._recentUrls()))
+            panel.show_studies(self.ui, studies, qt)
+            self._status("Connected. Load a study, or choose a cine loaded in Slicer.")
+
+        self._runTask("Connecting", lambda ctx: (self.logic.workflow.connect(url, user, password, verify),
+                                                 self.logic.workflow.studies()), connected)
 
     @_guarded("Listing studies")
     def onRefreshStudies(self):
-        panel.show_studies(self.ui, self.logic.workflow.studies(), qt)
-        self._status("")
+        self._runTask("Listing studies", lambda ctx: self.logic.workflow.studies(),
+                      lambda studies: panel.show_studies(self.ui, studies, qt))
 
     @_guarded("Loading the study")
     def onLoadStudy(self):
@@ -180,47 +195,102 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             raise WorkflowError("Select a study in the list first (press Connect to list them)")
         self._openStudy(imageId)
 
+    @_guarded("Opening the cine file")
+    def onOpenFile(self):
+        path = qt.QFileDialog.getOpenFileName(None, "Open a cine", "", "Cines (*.nii *.nii.gz *.nrrd *.mha)")
+        if path:
+            node = self.logic.loadCineFile(path, sliceIndex=self.ui.slicePositionSpinBox.value)
+            self.ui.inputSelector.setCurrentNode(node)
+
     @_guarded("Asking for the next study")
     def onNextStudy(self):
-        study = self.logic.workflow.next_study()
+        if self._unsubmitted and not slicer.util.confirmYesNoDisplay(
+                "The current study has edits or a propagation that were not submitted. Leave it anyway?"):
+            return
+        self._runTask("Asking for the next study", lambda ctx: self.logic.workflow.next_study(), self._openNext)
+
+    def _openNext(self, study):
         if study is None:
             self._status("Every study has an approved label: nothing left to annotate.")
             return
+        self.logic.closeStudy(self.ui.inputSelector.currentNode())
         self._openStudy(study.id, study.info.get("path"))
 
     def _openStudy(self, imageId, serverPath=None):
-        node = self.logic.loadStudy(imageId, serverPath)
-        self.ui.inputSelector.setCurrentNode(node)
-        self._status(f"Study {imageId} loaded. Paint the structure on one or a few frames, then Propagate.")
+        def loaded(path):
+            node = self.logic.loadStudy(imageId, path, self.ui.slicePositionSpinBox.value)
+            self.ui.inputSelector.setCurrentNode(node)
+            self._unsubmitted = False
+            self._status(f"Study {imageId} loaded. Paint the structure on one or a few frames, then Propagate.")
+
+        self._runTask(f"Downloading {imageId}", lambda ctx: self.logic.studyFile(imageId, serverPath), loaded)
 
     def onCineChanged(self, node):
         self.logic.lastResult = None
         panel.reset_result(self.ui)
         try:
             if node is not None:
-                volume, segmentation = self.logic.prepareCine(node)
+                cine, volume, segmentation = self.logic.prepareCine(node, self.ui.slicePositionSpinBox.value)
+                if cine is not node:
+                    self.ui.inputSelector.setCurrentNode(cine)   # a proxy volume was picked: its whole Sequence
+                    return
                 self.ui.segmentationSelector.setCurrentNode(segmentation)
                 self.ui.embeddedSegmentEditorWidget.setSourceVolumeNode(volume)
-                imageId = nodes.image_id_of(node)
-                self.ui.studyLabel.text = (f"Study {imageId} on the server" if imageId else
-                                           "Local cine: uploaded for this session when you propagate")
+                self._watchFrames(node, segmentation)
+                panel.show_cine_notes(self.ui, nodes.image_id_of(node), nodes.is_colour(node))
             else:
-                self.ui.studyLabel.text = "No cine selected"
+                panel.show_cine_notes(self.ui, None, False, selected=False)
         except Exception as exc:  # noqa: BLE001
-            self._status(describe_error(exc), error=True)
+            self._showError("Preparing the cine", exc)
         self._updateButtons()
+
+    def _watchFrames(self, cineNode, segmentation):
+        """For a Sequence: every frame shown offers the segments made on other frames."""
+        self.removeObservers(self._onFrameShown)
+        self.removeObservers(self._onSegmentAdded)
+        self._watched = segmentation
+        if nodes.is_sequence(cineNode):
+            self.addObserver(sequences.browser_of(cineNode), vtk.vtkCommand.ModifiedEvent, self._onFrameShown)
+            self.addObserver(segmentation, slicer.vtkSegmentation.SegmentAdded, self._onSegmentAdded)
+
+    def _onFrameShown(self, caller, event):
+        self.logic.frameShown(self._watched)
+
+    def _onSegmentAdded(self, caller, event):
+        self.logic.rememberSegments(self._watched)
 
     def onSegmentationChanged(self, node):
         self.ui.embeddedSegmentEditorWidget.setSegmentationNode(node)
+        if node is not None:
+            self.addObserver(node, slicer.vtkSegmentation.SegmentModified, self._onPainted)
+
+    def _onPainted(self, caller, event):
+        self._unsubmitted = True
 
     @_guarded("Propagating")
     def onPropagate(self):
-        result = self.logic.propagate(self.ui.inputSelector.currentNode(), self.ui.segmentationSelector.currentNode(),
-                                      self.ui.flagThresholdSpinBox.value)
-        panel.show_result(self.ui, result, qt)
-        nodes.plot_confidence(result, self._plotNodes)
-        self._updateButtons()
-        self._status("Review the flagged frames, correct them, then Propagate again or Submit.")
+        cineNode, segmentationNode = self.ui.inputSelector.currentNode(), self.ui.segmentationSelector.currentNode()
+        if not nodes.image_id_of(cineNode) and not slicer.util.confirmYesNoDisplay(
+                "This cine is not on the server: it will be uploaded to it for this session. Continue?",
+                dontShowAgainSettingsKey="CineProp/DontAskBeforeUpload"):
+            return
+        cine, labels, specs = self.logic.readPainting(cineNode, segmentationNode)   # GUI thread: nodes → arrays
+        threshold, imageId = self.ui.flagThresholdSpinBox.value, nodes.image_id_of(cineNode)
+
+        def propagated(result):
+            self.logic.acceptResult(cine, result, specs)
+            self.ui.embeddedSegmentEditorWidget.saveStateForUndo()   # Undo (z) brings the painting back
+            self.logic.showResult(cineNode, segmentationNode, cine, result)
+            self._unsubmitted = True
+            panel.show_result(self.ui, result, qt)
+            nodes.plot_confidence(result, self._plotNodes)
+            self._updateButtons()
+            note = result.details.get("geometry_note")
+            self._status(f"Note: {note}." if note else "Review the flagged frames, correct them, then Propagate "
+                         "again or Submit.", error=bool(note))
+
+        self._runTask("Propagating", lambda ctx: self.logic.workflow.propagate(
+            cine, labels, specs, imageId, threshold, record=False), propagated)
 
     @_guarded("Finding the next flagged frame")
     def onNextFlagged(self):
@@ -236,7 +306,7 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self.logic.goToFrame(self.ui.inputSelector.currentNode(), row)
         except Exception as exc:  # noqa: BLE001
-            self._status(describe_error(exc), error=True)
+            self._showError("Going to the frame", exc)
 
     @_guarded("Marking the frame")
     def onConfirmFrame(self):
@@ -245,9 +315,20 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @_guarded("Submitting the label")
     def onSubmit(self):
-        imageId = self.logic.submit(self.ui.inputSelector.currentNode(), self.ui.segmentationSelector.currentNode())
-        panel.show_studies(self.ui, self.logic.workflow.studies(), qt)
-        self._status(f"Saved as the final label of {imageId}. Train, or go to the Next study.")
+        cineNode = self.ui.inputSelector.currentNode()
+        cine, labels, specs = self.logic.readPainting(cineNode, self.ui.segmentationSelector.currentNode())
+
+        def submitted(result):
+            imageId, studies = result
+            if nodes.slice_positions(cineNode) == 1:   # a stack's positions are submitted as studies of their own
+                nodes.set_image_id(cineNode, imageId)
+            self._unsubmitted = False
+            panel.show_studies(self.ui, studies, qt)
+            self._status(f"Saved as the final label of {imageId}. Train, or go to the Next study.")
+
+        workflow = self.logic.workflow
+        self._runTask("Submitting the label", lambda ctx: (
+            workflow.submit(cine, labels, specs, nodes.image_id_of(cineNode)), workflow.studies()), submitted)
 
     @_guarded("Starting relearning")
     def onRelearn(self):
@@ -258,132 +339,40 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._startTraining(IMAGE_TRAIN_TASK)
 
     def _startTraining(self, task):
-        panel.show_training(self.ui, self.logic.workflow.start_training(task))
-        self._trainingTimer.start()
-        self._status(f"{task} started on the server.")
+        def started(progress):
+            panel.show_training(self.ui, progress)
+            self._trainingTimer.start()
+            self._status(f"{task} started on the server.")
+
+        self._runTask(f"Starting {task}", lambda ctx: self.logic.workflow.start_training(task), started)
 
     @_guarded("Stopping training")
     def onStopTraining(self):
-        self.logic.workflow.stop_training()
-        self._status("Training stopped.")
+        if slicer.util.confirmYesNoDisplay("Stop the training running on the server? Its progress is lost."):
+            self._runTask("Stopping training", lambda ctx: self.logic.workflow.stop_training(),
+                          lambda _: self._status("Training stopped."))
 
     def onTrainingTimer(self):
-        try:
-            running = panel.show_training(self.ui, self.logic.workflow.training_progress())
-        except Exception as exc:  # noqa: BLE001 - shown, and polling stops
-            running = panel.show_training(self.ui, None, describe_error(exc))
+        """Poll the server's train status off the GUI thread (one request at a time)."""
+        if self._trainingPoll is not None and self._trainingPoll.poll():
+            return
+        if self._trainingPoll is None:
+            self._trainingPoll = BackgroundTask(lambda ctx: self.logic.workflow.training_progress(),
+                                                self._showTraining, lambda exc: self._showTraining(None, exc))
+            return
+        self._trainingPoll = None
+
+    def _showTraining(self, progress, error=None):
+        running = panel.show_training(self.ui, progress, describe_error(error) if error else "")
         if not running:
             self._trainingTimer.stop()
 
 
-class CinePropLogic(ScriptedLoadableModuleLogic):
-    """Nodes ⇄ arrays around :class:`CinePropLib.logic.CineWorkflow`.
-
-    The ``*Array*`` methods take and return numpy arrays only (cines are ``I×J×T``, Slicer arrays
-    ``K×J×I``) and run without Slicer; the others read and write MRML nodes.
-    """
-
-    def __init__(self):
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.workflow = CineWorkflow()
-        self.lastResult = None
-        self.lastSegments = []
+class CinePropLogic(CineNodesLogic):
+    """The module's logic (``CinePropLib.slicerlogic``) with its typed parameter node."""
 
     def getParameterNode(self):
         return CinePropParameterNode(super().getParameterNode())
-
-    # -- arrays --------------------------------------------------------------------------------
-    @staticmethod
-    def cineFromVolumeArray(arrayKJI, ijkToRAS, name="cine"):
-        """A volume's ``K×J×I`` array (frames on K) → cine ``I×J×T``."""
-        return cine_from_volume(arrayKJI, ijkToRAS, name)
-
-    @staticmethod
-    def cineFromFrameArrays(framesKJI, ijkToRASList, name="cine"):
-        """A Sequence's frames (``1×J×I`` each) → one cine ``I×J×T``."""
-        return cine_from_frames(framesKJI, ijkToRASList, name)
-
-    def segmentsFor(self, names, colors=None):
-        """:class:`SegmentSpec` for segment names (values from the server's labels and the last result)."""
-        known = {**self.workflow.known_labels, **{s.name: s.value for s in self.lastSegments}}
-        values = assign_values(list(names), known)
-        colors = colors or [palette_color(values[n]) for n in names]
-        return [SegmentSpec(n, tuple(c), values[n]) for n, c in zip(names, colors)]
-
-    def supportFrames(self, cine, labels):
-        return self.workflow.support_frames(cine, labels)
-
-    def propagateArrays(self, cine, labels, segments, imageId=None, threshold=0.5):
-        """Propagate; returns the result with one :class:`SegmentSpec` per label in ``self.lastSegments``."""
-        result = self.workflow.propagate(cine, labels, segments, imageId, threshold)
-        values = set(np.unique(result.labels).tolist()) | {s.value for s in segments}
-        self.lastResult = result
-        self.lastSegments = result_segments(values, result.label_names, segments)
-        return result
-
-    def nextFlaggedFrame(self, currentFrame):
-        if self.lastResult is None:
-            raise WorkflowError("Propagate first")
-        return next_flagged(self.lastResult.flagged, currentFrame, self.lastResult.num_frames)
-
-    def submitArrays(self, cine, labels, segments, imageId=None):
-        return self.workflow.submit(cine, labels, segments, imageId)
-
-    # -- nodes ---------------------------------------------------------------------------------
-    def loadStudy(self, imageId, serverPath=None):
-        """Show a datastore study (from the server's path when this machine sees it, else downloaded)."""
-        path = serverPath if serverPath and os.path.isfile(serverPath) else str(self.workflow.download_study(imageId))
-        node = slicer.util.loadVolume(path, properties={"name": imageId})
-        nodes.set_image_id(node, imageId)
-        return node
-
-    def prepareCine(self, cineNode):
-        """The volume to paint on and its segmentation (created on first use); shows the cine."""
-        volume = nodes.frames_volume(cineNode, nodes.cine_from_node(cineNode))
-        segmentation = nodes.segmentation_for(volume)
-        nodes.show_cine(volume)
-        return volume, segmentation
-
-    def _read(self, cineNode, segmentationNode):
-        if segmentationNode is None:
-            raise WorkflowError("Choose or create a segmentation and paint in it")
-        cine, volume = self._frames(cineNode)
-        known = {**self.workflow.known_labels, **{s.name: s.value for s in self.lastSegments}}
-        labels, specs = nodes.labels_from_segmentation(segmentationNode, volume, known)
-        return cine, volume, labels, specs
-
-    def propagate(self, cineNode, segmentationNode, threshold=0.5):
-        cine, volume, labels, specs = self._read(cineNode, segmentationNode)
-        result = self.propagateArrays(cine, labels, specs, nodes.image_id_of(cineNode), threshold)
-        nodes.show_labels(segmentationNode, volume, result.labels, self.lastSegments)
-        if nodes.is_sequence(cineNode):
-            nodes.show_sequence_labels(cineNode, cine, result.labels, self.lastSegments)
-        return result
-
-    def submit(self, cineNode, segmentationNode):
-        cine, volume, labels, specs = self._read(cineNode, segmentationNode)
-        imageId = self.submitArrays(cine, labels, specs, nodes.image_id_of(cineNode))
-        for node in (cineNode, volume):
-            nodes.set_image_id(node, imageId)
-        return imageId
-
-    def _frames(self, cineNode):
-        cine = nodes.cine_from_node(cineNode)
-        return cine, nodes.frames_volume(cineNode, cine)
-
-    def currentFrame(self, cineNode):
-        cine, volume = self._frames(cineNode)
-        return nodes.current_frame(cineNode, volume, cine.num_frames)
-
-    def goToFrame(self, cineNode, frame):
-        cine, volume = self._frames(cineNode)
-        nodes.go_to_frame(cineNode, volume, cine, frame)
-
-    def confirmCurrentFrame(self, cineNode):
-        cine, volume = self._frames(cineNode)
-        frame = nodes.current_frame(cineNode, volume, cine.num_frames)
-        self.workflow.confirm_frame(cine, frame)
-        return frame
 
 
 class CinePropTest(ScriptedLoadableModuleTest):
@@ -405,12 +394,12 @@ class CinePropTest(ScriptedLoadableModuleTest):
         cine = nodes.cine_from_node(volume)
         self.assertEqual(cine.frames.shape, (32, 40, 6))
         np.testing.assert_allclose(cine.ijk_to_ras, grid)
-        _, segmentation = logic.prepareCine(volume)
+        _, _, segmentation = logic.prepareCine(volume)
         labels = np.zeros(cine.label_shape, dtype=np.uint8)
         labels[5:15, 10:20, 0] = 1
         labels[6:9, 11:14, 3] = 2
         specs = logic.segmentsFor(["LV", "RV"])
-        nodes.show_labels(segmentation, volume, labels, specs)
+        nodes.show_labels(volume, segmentation, cine, labels, specs)
         back, backSpecs = nodes.labels_from_segmentation(segmentation, volume, {s.name: s.value for s in specs})
         np.testing.assert_array_equal(back, labels)
         self.assertEqual([s.name for s in backSpecs], ["LV", "RV"])

@@ -14,6 +14,8 @@ what to do), because the panel shows it to a radiologist as is. Endpoints are MO
 ``PUT  /datastore/label``     save a label (tag ``final`` = approved by a person)
 ``POST /train/{model}``       start a train task; ``GET /train/`` its progress, ``DELETE`` stops it
 ``POST /activelearning/{s}``  the next study to annotate
+``GET  /auth/``               whether authentication is on
+``POST /auth/token``          log in (user name + password → bearer token), as MONAI Label's Slicer plugin does
 ============================  ===============================================================
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +37,14 @@ from typing import Any, Mapping
 
 #: Default server address (``make run`` serves here).
 DEFAULT_URL = "http://127.0.0.1:8000"
+#: How many server addresses the panel remembers (application settings).
+RECENT_URLS = 8
+
+
+def remember_url(recent: list[str], url: str, limit: int = RECENT_URLS) -> list[str]:
+    """``url`` first, then the other ``recent`` addresses (no repeats), at most ``limit``."""
+    url = normalise_url(url)
+    return [url, *[u for u in recent if u and u != url]][:limit]
 
 
 class ServerError(Exception):
@@ -143,29 +154,67 @@ def _safe_name(name: str) -> str:
 class CinePropClient:
     """REST calls to one server. Methods block; each raises :class:`ServerError` on failure."""
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 30.0, infer_timeout: float = 600.0) -> None:
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 30.0, infer_timeout: float = 600.0,
+                 token: str | None = None, verify_tls: bool = True) -> None:
         self.url = normalise_url(url)
         self.timeout = timeout
         self.infer_timeout = infer_timeout
+        self.token = token
+        # verify_tls=False accepts a self-signed certificate (an in-house server); the traffic stays encrypted
+        self._ssl = ssl.create_default_context() if verify_tls else ssl._create_unverified_context()
+
+    # -- authentication ----------------------------------------------------------------------
+    def auth_enabled(self) -> bool:
+        """Whether the server checks bearer tokens (MONAI Label ``GET /auth/``; absent when authentication is off)."""
+        try:
+            return bool(self._json("GET", "/auth/", "Connecting").get("enabled"))
+        except ServerError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def login(self, username: str, password: str) -> str:
+        """Obtain a bearer token from ``POST /auth/token``; every later call sends it. Returns the token."""
+        if not username or not password:
+            raise ServerError("This server requires a login: enter your user name and password, then Connect")
+        body = urllib.parse.urlencode({"username": username, "password": password, "grant_type": "password"})
+        try:
+            data = self._json("POST", "/auth/token", "Logging in",
+                              raw=(body.encode(), "application/x-www-form-urlencoded"))
+        except ServerError as exc:
+            # MONAI Label relays the identity server's refusal as a bare HTTP 500 (raise_for_status)
+            if exc.status is not None and exc.status in (400, 401, 403, 500):
+                raise ServerError(f"Login refused for '{username}': wrong user name or password, or the account "
+                                  "has no access to this server", exc.status) from None
+            raise
+        token = data.get("access_token") if isinstance(data, dict) else None
+        if not token:
+            raise ServerError("Logging in: the server answered without a token; is authentication set up there?")
+        self.token = str(token)
+        return self.token
 
     # -- transport ---------------------------------------------------------------------------
     def _request(self, method: str, path: str, what: str, query: Mapping[str, Any] | None = None,
                  json_body: Any = None, fields: Mapping[str, str] | None = None,
                  files: Mapping[str, tuple[str, bytes]] | None = None,
-                 timeout: float | None = None) -> tuple[int, Any, bytes]:
+                 timeout: float | None = None, raw: tuple[bytes, str] | None = None) -> tuple[int, Any, bytes]:
         """Send one request; returns ``(status, headers, body)`` for a 2xx answer."""
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data, headers = None, {"Accept": "application/json, multipart/form-data, */*"}
-        if fields is not None or files is not None:
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if raw is not None:
+            data, headers["Content-Type"] = raw
+        elif fields is not None or files is not None:
             data, headers["Content-Type"] = encode_multipart(fields or {}, files or {})
         elif json_body is not None:
             data, headers["Content-Type"] = json.dumps(json_body).encode("utf-8"), "application/json"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         wait = self.timeout if timeout is None else timeout
         try:
-            with urllib.request.urlopen(request, timeout=wait) as response:
+            with urllib.request.urlopen(request, timeout=wait, context=self._ssl) as response:
                 return response.status, response.headers, response.read()
         except urllib.error.HTTPError as exc:
             body = exc.read() if exc.fp else b""
@@ -185,6 +234,11 @@ class CinePropClient:
     @staticmethod
     def _http_error(what: str, status: int, body: bytes) -> ServerError:
         detail = _detail(body)
+        if status == 401:
+            return ServerError(f"{what}: the server requires a login, or the login expired; enter your user name "
+                               "and password and press Connect (HTTP 401)", status)
+        if status == 403:
+            return ServerError(f"{what}: your account may not do this on this server ({detail}) (HTTP 403)", status)
         if status >= 500 and detail.lower() in ("internal server error", ""):
             return ServerError(f"{what}: the server failed with an internal error (HTTP {status}); "
                                "the server log has the details", status)

@@ -179,18 +179,46 @@ def frame_to_ij(frame_kji: np.ndarray, components: bool = False) -> np.ndarray:
     return np.ascontiguousarray(frame.T)
 
 
+def pick_slice(frame_kji: np.ndarray, grid: np.ndarray, slice_index: int | None,
+               components: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Slice position ``k`` of a 3D frame (``K×J×I``) → (``1×J×I`` frame, its ``IJKToRAS``, origin at ``k``).
+
+    A frame that is already 2D (``K = 1``) is returned as is; a 3D frame needs ``slice_index``.
+    """
+    frame = np.asarray(frame_kji)
+    positions = frame.shape[0] if frame.ndim == (4 if components else 3) else 1
+    if positions == 1:
+        return frame, np.asarray(grid, dtype=np.float64)
+    if slice_index is None or not 0 <= int(slice_index) < positions:
+        raise ConversionError(f"the frames have {positions} slice positions (a stack over time); choose one of "
+                              f"0..{positions - 1} in 'Slice position'")
+    k = int(slice_index)
+    return frame[k:k + 1], grid_at_slice(grid, k)
+
+
+def grid_at_slice(grid: np.ndarray, k: int) -> np.ndarray:
+    """The ``IJKToRAS`` of slice ``k`` alone: the same axes, the origin moved ``k`` steps along K."""
+    moved = as_grid(grid)
+    moved[:3, 3] = moved[:3, :3] @ np.array([0.0, 0.0, float(k)]) + moved[:3, 3]
+    return moved
+
+
 def cine_from_frames(frames_kji: Sequence[np.ndarray], grids: Sequence[np.ndarray], name: str = "cine",
-                     components: bool = False) -> CineArrays:
+                     components: bool = False, slice_index: int | None = None) -> CineArrays:
     """A Sequence's 2D frames (each ``1×J×I``) and their ``IJKToRAS`` → one ``I×J×T`` cine.
 
+    Frames with several slice positions (``K×J×I``) give the cine of position ``slice_index``.
+
     Raises:
-        ConversionError: no frames, a frame count that differs from the matrices, or frames of
-            different sizes.
+        ConversionError: no frames, a frame count that differs from the matrices, frames of
+            different sizes, or 3D frames without a valid ``slice_index``.
     """
     if len(frames_kji) == 0:
         raise ConversionError(f"{name}: the Sequence has no frames")
     if len(frames_kji) != len(grids):
         raise ConversionError(f"{name}: {len(frames_kji)} frames but {len(grids)} geometries")
+    picked = [pick_slice(f, g, slice_index, components) for f, g in zip(frames_kji, grids)]
+    frames_kji, grids = [p[0] for p in picked], [p[1] for p in picked]
     planes = [frame_to_ij(f, components) for f in frames_kji]
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:

@@ -5,16 +5,20 @@ gives ``K×J×I``), call the pure functions, write numpy back into nodes. The ma
 pure modules and is tested without Slicer; this file is exercised by ``CinePropTest`` inside
 Slicer.
 
-A Sequence of 2D frames is painted on a 3D "frames" volume built from it (frame ``t`` on slice
-``k = t``) because every frame of a segmentation sequence would otherwise need its own segment
-list; results are shown on that volume and, for playback, as a segmentation sequence in the
-cine's sequence browser (each frame on its own geometry).
+Two routes, one notion of "current frame" each, both what the user sees in the Red view:
+
+* a **volume** with frames on K (a NIfTI cine, a DICOM cine series, a server study): painted in a
+  Red-only layout on the frame (IJ) plane; the current frame is the Red slice's K index.
+* a **Sequence** of 2D frames (or its proxy volume, which the user naturally picks): painted on the
+  proxy with a recorded segmentation sequence; the current frame is the browser's item
+  (:mod:`CinePropLib.sequences`).
 """
 
 import numpy as np
 import slicer
 import vtk
 
+from CinePropLib import sequences
 from CinePropLib.conversions import (
     CineArrays,
     ConversionError,
@@ -23,16 +27,12 @@ from CinePropLib.conversions import (
     frame_at_ras,
     frame_center_ras,
     ijk_to_kji,
-    labels_to_frames,
     labels_from_volume,
 )
 from CinePropLib.segments import SegmentSpec, assign_values, compose_labels, remap_for_import
 
 #: Node attribute holding the datastore id of a cine loaded from the server.
 IMAGE_ID_ATTRIBUTE = "CineProp.ImageId"
-#: Attribute on a Sequence naming its 3D frames volume / its result segmentation sequence.
-FRAMES_VOLUME_ATTRIBUTE = "CineProp.FramesVolumeID"
-SEGMENTATION_SEQUENCE_ATTRIBUTE = "CineProp.SegmentationSequenceID"
 #: Attribute on the painted volume naming its segmentation.
 SEGMENTATION_ATTRIBUTE = "CineProp.SegmentationID"
 
@@ -62,8 +62,26 @@ def _components(volume_node) -> bool:
     return image is not None and image.GetNumberOfScalarComponents() > 1
 
 
-def cine_from_node(node) -> CineArrays:
-    """A 3D scalar volume (frames on K) or a Sequence of 2D volumes → :class:`CineArrays`."""
+def is_colour(node) -> bool:
+    """Whether a cine's frames are colour (converted to grey for propagation)."""
+    if is_sequence(node):
+        return node.GetNumberOfDataNodes() > 0 and _components(node.GetNthDataNode(0))
+    return _components(node)
+
+
+def study_nodes(node) -> list:
+    """A cine's own nodes (the cine, its segmentation / segmentation sequence), to close a study."""
+    refs = [node.GetAttribute(SEGMENTATION_ATTRIBUTE), node.GetAttribute(sequences.SEGMENTATION_SEQUENCE_ATTRIBUTE)]
+    found = [slicer.mrmlScene.GetNodeByID(r) for r in refs if r]
+    return [n for n in found if n is not None] + [node]
+
+
+def cine_from_node(node, slice_index=None) -> CineArrays:
+    """A 3D scalar volume (frames on K) or a Sequence of 2D volumes → :class:`CineArrays`.
+
+    ``slice_index`` picks one slice position of a Sequence of 3D frames (a DICOM cine series with
+    several positions, e.g. a short-axis stack over time).
+    """
     if node is None:
         raise ConversionError("Choose a cine: a volume with frames on its last axis, or a Sequence of 2D frames")
     if is_sequence(node):
@@ -75,37 +93,43 @@ def cine_from_node(node) -> CineArrays:
             frames.append(slicer.util.arrayFromVolume(data))
             grids.append(matrix_of(data))
         components = node.GetNumberOfDataNodes() > 0 and _components(node.GetNthDataNode(0))
-        return cine_from_frames(frames, grids, node.GetName(), components)
+        name = node.GetName() if slice_positions(node) == 1 else f"{node.GetName()}_z{slice_index}"
+        return cine_from_frames(frames, grids, name, components, slice_index)
     if node.GetImageData() is None:
         raise ConversionError(f"{node.GetName()}: the volume has no image data")
     return cine_from_volume(slicer.util.arrayFromVolume(node), matrix_of(node), node.GetName(), _components(node))
 
 
-def frames_volume(node, cine: CineArrays):
-    """The 3D volume to paint on: the node itself, or (Sequence) a volume built from its frames."""
-    if not is_sequence(node):
-        return node
-    volume = slicer.mrmlScene.GetNodeByID(node.GetAttribute(FRAMES_VOLUME_ATTRIBUTE) or "")
-    if volume is None:
-        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{node.GetName()} frames")
-        volume.CreateDefaultDisplayNodes()
-        node.SetAttribute(FRAMES_VOLUME_ATTRIBUTE, volume.GetID())
-    volume.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(cine.ijk_to_ras))
-    slicer.util.updateVolumeFromArray(volume, ijk_to_kji(cine.frames))
-    if image_id_of(node):
-        set_image_id(volume, image_id_of(node))
-    return volume
+def resolve_cine(node):
+    """The cine a picked node stands for: a Sequence's proxy volume → its Sequence; anything else as is."""
+    if node is not None and not is_sequence(node):
+        return sequences.sequence_of_proxy(node) or node
+    return node
 
 
-def segmentation_for(volume):
-    """The segmentation painted on ``volume`` (created on first use), referenced to its grid."""
-    segmentation = slicer.mrmlScene.GetNodeByID(volume.GetAttribute(SEGMENTATION_ATTRIBUTE) or "")
+def paint_target(node):
+    """``(volume shown, segmentation painted)`` for a cine (see the module docstring for the two routes)."""
+    if is_sequence(node):
+        return sequences.proxy_volume(node), sequences.segmentation_proxy(node)
+    segmentation = slicer.mrmlScene.GetNodeByID(node.GetAttribute(SEGMENTATION_ATTRIBUTE) or "")
     if segmentation is None:
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volume.GetName()} segmentation")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{node.GetName()} segmentation")
         segmentation.CreateDefaultDisplayNodes()
-        volume.SetAttribute(SEGMENTATION_ATTRIBUTE, segmentation.GetID())
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    return segmentation
+        node.SetAttribute(SEGMENTATION_ATTRIBUTE, segmentation.GetID())
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    return node, segmentation
+
+
+def slice_positions(node) -> int:
+    """Slice positions per frame (several for a Sequence of stacks over time)."""
+    return sequences.slice_positions(node) if is_sequence(node) else 1
+
+
+def num_frames(node) -> int:
+    """Frames of a cine without reading its voxels."""
+    if is_sequence(node):
+        return node.GetNumberOfDataNodes()
+    return node.GetImageData().GetDimensions()[2]
 
 
 def segment_specs(segmentation, known: dict) -> list:
@@ -114,7 +138,8 @@ def segment_specs(segmentation, known: dict) -> list:
     ids = [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
     names = [seg.GetSegment(i).GetName() for i in ids]
     values = assign_values(names, known)
-    return [SegmentSpec(n, tuple(float(c) for c in seg.GetSegment(i).GetColor()), values[n]) for i, n in zip(ids, names)]
+    return [SegmentSpec(n, tuple(float(c) for c in seg.GetSegment(i).GetColor()), values[n])
+            for i, n in zip(ids, names)]
 
 
 def labels_from_segmentation(segmentation, volume, known: dict):
@@ -147,70 +172,48 @@ def _import(segmentation, labels_kji: np.ndarray, grid: np.ndarray, specs) -> No
         slicer.mrmlScene.RemoveNode(labelmap)
 
 
-def show_labels(segmentation, volume, labels: np.ndarray, specs) -> None:
-    """Put ``I×J×T`` ``labels`` into ``segmentation`` (one segment per spec, names/colours kept)."""
-    _import(segmentation, ijk_to_kji(labels), matrix_of(volume), specs)
+def read_labels(node, segmentation, known: dict, slice_index=None):
+    """The user's painting → (``I×J×T`` uint8 labels, segment specs)."""
+    if is_sequence(node):
+        labels, values, colors = sequences.read_labels(node, known, slice_index)
+        return labels, [SegmentSpec(n, colors[n], v) for n, v in values.items()]
+    return labels_from_segmentation(segmentation, node, known)
 
 
-def show_sequence_labels(sequence, cine: CineArrays, labels: np.ndarray, specs):
-    """Store ``labels`` as a segmentation sequence synchronised with the cine ``sequence``; returns it."""
-    browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence)
-    result = slicer.mrmlScene.GetNodeByID(sequence.GetAttribute(SEGMENTATION_SEQUENCE_ATTRIBUTE) or "")
-    if result is None:
-        result = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{sequence.GetName()} segmentation")
-        sequence.SetAttribute(SEGMENTATION_SEQUENCE_ATTRIBUTE, result.GetID())
-    result.RemoveAllDataNodes()
-    result.SetIndexName(sequence.GetIndexName())
-    result.SetIndexUnit(sequence.GetIndexUnit())
-    frame = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "__cineprop_frame__")
-    try:
-        for t, frame_kji in enumerate(labels_to_frames(labels)):
-            frame.GetSegmentation().RemoveAllSegments()
-            _import(frame, frame_kji, cine.frame_grids[t], specs)
-            result.SetDataNodeAtValue(frame, sequence.GetNthIndexValue(t))
-    finally:
-        slicer.mrmlScene.RemoveNode(frame)
-    if browser is not None and not browser.IsSynchronizedSequenceNode(result.GetID(), True):
-        browser.AddSynchronizedSequenceNode(result)
-        browser.SetSaveChanges(result, False)
-    if browser is not None:
-        slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
-        proxy = browser.GetProxyNode(result)
-        if proxy is not None:
-            proxy.CreateDefaultDisplayNodes()
-    return result
+def show_labels(node, segmentation, cine: CineArrays, labels: np.ndarray, specs) -> None:
+    """Put ``I×J×T`` ``labels`` into the painted segmentation (every frame's item, for a Sequence)."""
+    if is_sequence(node):
+        sequences.write_labels(node, cine, labels, specs, _import)
+    else:
+        _import(segmentation, ijk_to_kji(labels), matrix_of(node), specs)
 
 
 def show_cine(volume) -> None:
-    """Show ``volume`` in the slice views, the red view on its frame (IJ) plane."""
+    """Show ``volume`` in a Red-only layout on its frame (IJ) plane: no x–t / y–t cut to paint by mistake."""
+    manager = slicer.app.layoutManager()
+    manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
     slicer.util.setSliceViewerLayers(background=volume, fit=True)
-    red = slicer.app.layoutManager().sliceWidget("Red")
-    if red is not None:
-        red.mrmlSliceNode().RotateToVolumePlane(volume)
-        red.fitSliceToBackground()
+    red = manager.sliceWidget("Red")
+    red.mrmlSliceNode().RotateToVolumePlane(volume)
+    red.fitSliceToBackground()
 
 
-def current_frame(node, volume, num_frames: int) -> int:
-    """The frame the user is looking at: the Sequence browser's item, else the red view's K index."""
+def current_frame(node) -> int:
+    """The frame the user is looking at: the Sequence browser's item, else the Red view's K index."""
     if is_sequence(node):
-        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(node)
-        if browser is not None:
-            return int(browser.GetSelectedItemNumber())
-    red = slicer.app.layoutManager().sliceWidget("Red")
-    if red is None:
-        return 0
-    slice_to_ras = red.mrmlSliceNode().GetSliceToRAS()
+        return sequences.current_frame(node)
+    slice_to_ras = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
     center = [slice_to_ras.GetElement(r, 3) for r in range(3)]
-    return frame_at_ras(matrix_of(volume), center, num_frames)
+    return frame_at_ras(matrix_of(node), center, num_frames(node))
 
 
-def go_to_frame(node, volume, cine: CineArrays, frame: int) -> None:
-    """Show frame ``frame``: move the slice views there (and the Sequence browser, for a Sequence)."""
+def go_to_frame(node, frame: int) -> None:
+    """Show frame ``frame`` in the Red view (through the browser, for a Sequence)."""
     if is_sequence(node):
-        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(node)
-        if browser is not None:
-            browser.SetSelectedItemNumber(int(frame))
-    x, y, z = frame_center_ras(matrix_of(volume), cine.label_shape, frame)
+        sequences.go_to_frame(node, frame)
+        return
+    dims = node.GetImageData().GetDimensions()
+    x, y, z = frame_center_ras(matrix_of(node), dims, frame)
     slicer.modules.markups.logic().JumpSlicesToLocation(x, y, z, False, -1)
 
 

@@ -63,20 +63,52 @@ def show_result(ui: Any, result: Any, qt: Any) -> None:
 
 
 def show_training(ui: Any, progress: Any | None, message: str = "") -> bool:
-    """Training status line and busy bar; returns whether the task is still running."""
+    """Training status line and bar (steps when the server's log reports them); returns whether it runs."""
     running = progress is not None and progress.running
-    ui.trainingStatusLabel.setText(progress.text() if progress is not None else message)
-    if running:
-        ui.trainingProgressBar.setRange(0, 0)  # busy indicator: the server reports no percentage
+    text = progress.text() if progress is not None else message
+    if running and progress.total:
+        text += f" (step {progress.step}/{progress.total}, loss {progress.loss:.4f})"
+    ui.trainingStatusLabel.setText(text)
+    if running and progress.total:
+        ui.trainingProgressBar.setRange(0, progress.total)
+        ui.trainingProgressBar.setValue(progress.step)
+    elif running:
+        ui.trainingProgressBar.setRange(0, 0)  # busy indicator: no step reported yet
     else:
         ui.trainingProgressBar.setRange(0, 1)
         ui.trainingProgressBar.setValue(1 if progress is not None and progress.status == "DONE" else 0)
     return running
 
 
-def update_buttons(ui: Any, has_cine: bool, result: Any | None) -> None:
-    """Enable what makes sense now."""
-    ui.propagateButton.setEnabled(has_cine)
-    ui.submitButton.setEnabled(has_cine)
+def update_buttons(ui: Any, has_cine: bool, result: Any | None, busy: bool = False) -> None:
+    """Enable what makes sense now; while a server step runs (``busy``), nothing that starts another."""
+    ui.propagateButton.setEnabled(has_cine and not busy)
+    ui.submitButton.setEnabled(has_cine and not busy)
     ui.nextFlaggedButton.setEnabled(result is not None and bool(result.flagged))
     ui.confirmFrameButton.setEnabled(result is not None)
+    for name in ("connectButton", "loadStudyButton", "nextStudyButton", "relearnButton", "trainButton"):
+        getattr(ui, name).setEnabled(not busy)
+
+
+def show_task(ui: Any, message: str | None, fraction: float | None) -> None:
+    """The running step's bar and Cancel button (``message=None`` hides them)."""
+    running = message is not None
+    ui.taskProgressBar.setVisible(running)
+    ui.cancelTaskButton.setVisible(running)
+    if running:
+        ui.taskProgressBar.setRange(0, 0 if fraction is None else 100)   # busy bar when no fraction is known
+        ui.taskProgressBar.setValue(0 if fraction is None else int(round(100 * fraction)))
+        ui.taskProgressBar.setFormat(message)
+        ui.statusLabel.setText(message)
+
+
+def show_cine_notes(ui: Any, image_id: str | None, colour: bool, selected: bool = True) -> None:
+    """Where the chosen cine lives, and that colour frames are propagated in grey."""
+    if not selected:
+        ui.studyLabel.setText("No cine selected")
+    elif image_id:
+        ui.studyLabel.setText(f"Study {image_id} on the server")
+    else:
+        ui.studyLabel.setText("Local cine: uploaded for this session when you propagate (you are asked first)")
+    ui.colourNoteLabel.setText("Colour frames: propagated in grey (the mean of the colour channels); the "
+                               "segmentation is shown on the colour frames." if colour and selected else "")

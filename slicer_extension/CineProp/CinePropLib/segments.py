@@ -124,3 +124,28 @@ def remap_for_import(labels: np.ndarray, segments: Sequence[SegmentSpec]) -> np.
     for n, spec in enumerate(segments, 1):
         out[labels == spec.value] = n
     return out
+
+
+def compose_frame_labels(frames: Sequence[Sequence[tuple[str, np.ndarray]]], frame_shape: Sequence[int],
+                         known: Mapping[str, int] | None = None) -> tuple[np.ndarray, dict[str, int]]:
+    """Per-frame segment masks (a segmentation sequence: each frame has its own segment list) → labels.
+
+    Args:
+        frames: for each frame ``t``, ``(segment name, mask)`` pairs; masks are ``1×J×I`` (Slicer order).
+        frame_shape: ``1×J×I``, the shape of every mask and of an empty frame.
+        known: the server's ``{label name: value}``; a name keeps one value on every frame.
+
+    Returns:
+        ``(I×J×T`` uint8 labels, ``{name: value}`` in first-seen order).
+    """
+    names = list(dict.fromkeys(name for frame in frames for name, _ in frame))
+    values = assign_values(names, known)
+    planes = [compose_labels([(values[n], m) for n, m in frame], frame_shape) for frame in frames]
+    if not planes:
+        raise ConversionError("the segmentation sequence has no frames")
+    return as_labels(np.stack([p[0].T for p in planes], axis=-1)), values
+
+
+def missing_segments(template: Mapping[str, tuple], present: Mapping[str, tuple]) -> dict[str, tuple]:
+    """The ``{name: colour}`` of ``template`` absent from ``present`` (names compared as Slicer does, exactly)."""
+    return {name: color for name, color in template.items() if name not in present}

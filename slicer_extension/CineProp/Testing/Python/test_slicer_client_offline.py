@@ -12,8 +12,15 @@ import socket
 
 import pytest
 
-from CinePropLib.client import CinePropClient, ServerError, decode_multipart, encode_multipart, normalise_url
-from CinePropLib.logic import CineWorkflow, describe_error
+from CinePropLib.client import (
+    CinePropClient,
+    ServerError,
+    decode_multipart,
+    encode_multipart,
+    normalise_url,
+    remember_url,
+)
+from CinePropLib.logic import CLIENT_ID, CineWorkflow, default_client_id, describe_error
 
 
 def _free_port() -> int:
@@ -100,3 +107,26 @@ def test_missing_tasks_are_refused_before_any_request():
         workflow.start_training("cineprop_relearn")
     with pytest.raises(WorkflowError, match="no active-learning strategy 'cineprop_uncertain' .it has: random."):
         workflow.next_study()
+
+
+def test_recent_addresses_most_recent_first_without_repeats():
+    recent = remember_url([], "127.0.0.1:8000/")
+    assert recent == ["http://127.0.0.1:8000"]
+    recent = remember_url(recent + ["https://a.example:8000"], "https://a.example:8000")
+    assert recent == ["https://a.example:8000", "http://127.0.0.1:8000"]
+    assert len(remember_url([f"http://h{i}:8000" for i in range(20)], "http://new:8000", limit=8)) == 8
+    with pytest.raises(ServerError):
+        remember_url(recent, "ftp://nope")
+
+
+def test_client_id_names_the_user():
+    assert default_client_id("Dr. Ana Díaz") == f"{CLIENT_ID}-Dr._Ana_D_az"
+    assert default_client_id("").startswith(CLIENT_ID)
+
+
+def test_login_without_credentials_asks_for_them_before_any_request():
+    client = CinePropClient("http://127.0.0.1:9")                     # nothing listens there
+    for user, password in (("", "x"), ("user", "")):
+        with pytest.raises(ServerError, match="requires a login: enter your user name and password"):
+            client.login(user, password)
+    assert client.token is None

@@ -137,14 +137,48 @@ def test_panel_lists_studies_and_training(qapp):
     assert not panel.show_training(ui, None, "Checking training: cannot reach the server")
     assert ui.trainingStatusLabel.text().startswith("Checking training")
 
+    lines = ["cineprop_image: request {'steps': 200}", "cineprop_image: step 20/200, loss 0.5123, 3.1 s",
+             "cineprop_image: step 40/200, loss 0.3127, 6.0 s", "some other log line"]
+    progress = TrainingProgress.from_log("RUNNING", "cineprop_image", lines)
+    assert (progress.step, progress.total, progress.loss) == (40, 200, pytest.approx(0.3127))
+    assert panel.show_training(ui, progress)
+    assert (ui.trainingProgressBar.maximum(), ui.trainingProgressBar.value()) == (200, 40)
+    assert ui.trainingStatusLabel.text().endswith("(step 40/200, loss 0.3127)")
+    assert TrainingProgress.from_log("RUNNING", None, lines[:1]).total is None
+
     panel.show_status(ui, "Propagating: no support frames (HTTP 422)", error=True)
     assert "c0392b" in ui.statusLabel.styleSheet()
     panel.show_status(ui, "ok")
     assert ui.statusLabel.styleSheet() == ""
 
 
+def test_panel_shows_the_running_step_and_cine_notes(qapp):
+    root = _load(qapp)
+    ui, _ = _widgets(root)
+    panel.show_task(ui, "Uploading the cine…", None)
+    assert not ui.taskProgressBar.isHidden() and not ui.cancelTaskButton.isHidden()
+    assert ui.taskProgressBar.maximum() == 0 and ui.statusLabel.text() == "Uploading the cine…"
+    panel.show_task(ui, "Position 2 of 4", 0.5)
+    assert (ui.taskProgressBar.maximum(), ui.taskProgressBar.value()) == (100, 50)
+    panel.show_task(ui, None, None)
+    assert ui.taskProgressBar.isHidden() and ui.cancelTaskButton.isHidden()
+
+    panel.update_buttons(ui, True, None, busy=True)        # one server step at a time
+    assert not any(getattr(ui, b).isEnabled() for b in ("propagateButton", "submitButton", "connectButton",
+                                                         "nextStudyButton", "trainButton"))
+    panel.update_buttons(ui, True, None)
+    assert ui.propagateButton.isEnabled() and ui.connectButton.isEnabled()
+
+    panel.show_cine_notes(ui, None, colour=True)
+    assert "you are asked first" in ui.studyLabel.text() and "grey" in ui.colourNoteLabel.text()
+    panel.show_cine_notes(ui, "patient001", colour=False)
+    assert ui.studyLabel.text() == "Study patient001 on the server" and ui.colourNoteLabel.text() == ""
+
+
 @pytest.mark.parametrize("name", ["propagateButton", "nextFlaggedButton", "submitButton", "relearnButton",
-                                  "trainButton", "nextStudyButton", "serverUrlLineEdit", "confidenceTable"])
+                                  "trainButton", "nextStudyButton", "serverUrlLineEdit", "confidenceTable",
+                                  "userLineEdit", "passwordLineEdit", "verifyTlsCheckBox", "slicePositionSpinBox",
+                                  "cancelTaskButton", "taskProgressBar", "colourNoteLabel", "openFileButton"])
 def test_issue_controls_exist(name):
     """The controls issue 6 asks for are in the .ui (independent of what the code happens to use)."""
     tree = ET.parse(UI_FILE)

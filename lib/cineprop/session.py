@@ -110,6 +110,7 @@ class _Sweep:
     certainty: dict[int, float]
     anchor: dict[int, int]                # label -> painted frame the chain started from
     memory: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)  # state after this frame
+    memory_keys: dict[int, int] = field(default_factory=dict)   # label -> key of the result its memory came from
 
 
 def shot_weight(distance: float, temporal_scale: float, floor: float = 0.0) -> float:
@@ -178,9 +179,26 @@ class PropagationSession:
         self._update_roi()
 
     def set_supports(self, support: SupportSet) -> None:
-        """Replace all supports by ``support``."""
-        self.supports = {label: dict(frames) for label, frames in support.masks.items()}
+        """Replace all supports by ``support`` (caches of unchanged painted frames are kept)."""
+        supports = {label: dict(frames) for label, frames in support.masks.items()}
+        for label, frame_idx in list(self._encodings):     # a repainted or removed frame's encoding is stale
+            old = self.supports.get(label, {}).get(frame_idx)
+            new = supports.get(label, {}).get(frame_idx)
+            if old is None or new is None or not np.array_equal(old, new):
+                del self._encodings[(label, frame_idx)]
+        self.supports = supports
         self._update_roi()
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes this session holds: frames, cached features and encodings, sweep results, flow."""
+        tensors = [t for feats in self._features.values() for t in feats]
+        tensors += [t for enc in self._encodings.values() for t in enc]
+        total = self.frames.nbytes + sum(t.element_size() * t.nelement() for t in tensors)
+        total += sum(p.nbytes for sweeps in self._sweeps.values() for s in sweeps.values() for p in s.probs.values())
+        total += sum(p.nbytes for p in self.roi_probabilities.values())
+        if self._flow_field is not None:
+            total += self._flow_field.nbytes
+        return int(total)
 
     def _drop_frame(self, frame_idx: int) -> None:
         for label in list(self.supports):
@@ -310,36 +328,51 @@ class PropagationSession:
         only = f if in_f else b
         return only.probs[label], only.certainty[label]
 
-    def _support_key(self, frame_idx: int) -> tuple:
-        return tuple((label, frame_idx, hash(frames[frame_idx].tobytes()))
-                     for label, frames in sorted(self.supports.items()) if frame_idx in frames)
+    def _frame_key(self, static: int, frame_idx: int, anchors: dict[int, list[int]],
+                   memory_keys: dict[int, int], mask_hash: dict[tuple[int, int], int]) -> int:
+        """Hash of everything a sweep's result at ``frame_idx`` depends on.
+
+        Per label: the painting, if painted here; else the painted frames used as shots (with their
+        masks) and the key of the result its memory came from. So a new painting invalidates only the
+        frames that use it as a shot or whose memory chain passes through it; past the next painted
+        frames (which reset memory) the sweep is reused.
+        """
+        parts = []
+        for label in sorted(anchors):
+            behind = anchors[label]
+            if behind[0] == frame_idx:
+                parts.append((label, mask_hash[(label, frame_idx)]))
+            else:
+                shots = tuple((f, mask_hash[(label, f)]) for f in behind[:self.config.max_shots])
+                parts.append((label, shots, memory_keys.get(label)))
+        return hash((static, frame_idx, tuple(parts)))
 
     def _sweep(self, direction: int) -> dict[int, _Sweep]:
         t = self.cine.num_frames
         cache = self._sweeps[direction]
         order = range(t) if direction > 0 else range(t - 1, -1, -1)
-        key = hash((direction, self.roi, self.config))
+        static = hash((direction, self.roi, self.config))
+        mask_hash = {(label, f): hash(m.tobytes()) for label, frames in self.supports.items()
+                     for f, m in frames.items()}
         memory: dict[int, tuple[int, torch.Tensor]] = {}
+        memory_keys: dict[int, int] = {}
         anchors: dict[int, list[int]] = {}
         results: dict[int, _Sweep] = {}
         for i in order:
-            key = hash((key, self._support_key(i)))
             for label, frames in self.supports.items():
                 if i in frames:
                     anchors.setdefault(label, []).insert(0, i)
+            key = self._frame_key(static, i, anchors, memory_keys, mask_hash)
             hit = cache.get(i)
-            if hit is not None and hit.key == key:
-                results[i], memory = hit, dict(hit.memory)
-                continue
-            result = self._segment_frame(i, direction, anchors, memory, key)
-            memory = dict(result.memory)
-            cache[i] = results[i] = result
+            if hit is None or hit.key != key:
+                hit = cache[i] = self._segment_frame(i, direction, anchors, memory, memory_keys, key)
+            results[i], memory, memory_keys = hit, dict(hit.memory), dict(hit.memory_keys)
         return results
 
     def _segment_frame(self, frame_idx: int, direction: int, anchors: dict[int, list[int]],
-                       memory: dict[int, tuple[int, torch.Tensor]], key: int) -> _Sweep:
+                       memory: dict[int, tuple[int, torch.Tensor]], memory_keys: dict[int, int], key: int) -> _Sweep:
         cfg, r = self.config, self.resolution
-        result = _Sweep(key, {}, {}, {}, dict(memory))
+        result = _Sweep(key, {}, {}, {}, dict(memory), dict(memory_keys))
         todo: list[tuple[int, list[list[torch.Tensor]], list[float]]] = []
         for label, behind in anchors.items():
             result.anchor[label] = behind[0]
@@ -347,6 +380,7 @@ class PropagationSession:
                 mask = self.roi.crop(self.supports[label][frame_idx], r, nearest=True)
                 result.probs[label], result.certainty[label] = mask, 1.0
                 result.memory[label] = (frame_idx, torch.from_numpy(mask)[None].to(self.device))
+                result.memory_keys[label] = key
                 continue
             shots = [self._encoding(label, f) for f in behind[:cfg.max_shots]]
             weights = [shot_weight(frame_idx - f, cfg.temporal_scale, cfg.support_weight_floor)
@@ -366,6 +400,7 @@ class PropagationSession:
             if c >= cfg.memory_threshold and (not cfg.memory_needs_object or prob.max() > 0.5):
                 result.memory[label] = (frame_idx, torch.from_numpy((prob > 0.5).astype(np.float32))[None]
                                         .to(self.device))
+                result.memory_keys[label] = key
         return result
 
     def _decode_batch(self, frame_idx: int, direction: int,

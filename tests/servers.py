@@ -212,7 +212,7 @@ def running_server(studies: str | Path, **kwargs) -> Iterator[CinepropServer]:
 
 
 def synthetic_study(studies: str | Path, image_id: str, height: int = 256, width: int = 256, frames: int = 30,
-                    support_frames: tuple[int, ...] = (0,), seed: int = 1) -> Path:
+                    support_frames: tuple[int, ...] = (0,), seed: int = 1, speed: float = 1.0) -> Path:
     """Write a synthetic cine (``cineprop.synthetic.moving_shapes``, 2 structures) into ``studies``.
 
     Returns a support label file (outside ``studies``) with the true labels of ``support_frames``.
@@ -222,7 +222,7 @@ def synthetic_study(studies: str | Path, image_id: str, height: int = 256, width
     from cineprop.io import Geometry, Volume, write_image, write_label
     from cineprop.synthetic import moving_shapes
 
-    image, truth = moving_shapes(height, width, frames, labels=2, seed=seed)
+    image, truth = moving_shapes(height, width, frames, labels=2, seed=seed, speed=speed)
     geometry = Geometry((1.4, 1.4, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel().tolist()))
     write_image(Path(studies) / f"{image_id}.nii.gz", image, geometry)
     painted = np.zeros_like(truth)

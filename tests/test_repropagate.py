@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from servers import tiny_checkpoint
@@ -75,3 +77,29 @@ def test_methods_without_a_session_run_again(cine_and_truth):
     assert not live.reuses_work and live.memory_bytes() == 0
     support = SupportSet.from_labels(truth, [0, 7])
     np.testing.assert_array_equal(live.propagate(support).labels, copy.propagate(cine, support).labels)
+
+
+def test_predict_with_several_supports_reuses_the_session(model, tmp_path, synthetic_files, synthetic):
+    from cineprop.cli import main
+    from cineprop.io import read_image, read_label, write_label
+
+    image, _ = synthetic_files
+    _, truth = synthetic
+    volume = read_image(image)
+    supports, outs = [], []
+    for painted in ([0], [0, 5]):
+        labels = np.zeros_like(truth)
+        labels[:, :, painted] = truth[:, :, painted]
+        supports.append(str(write_label(tmp_path / f"support{len(painted)}.nii.gz", labels, volume)))
+        outs.append(str(tmp_path / f"out{len(painted)}.nii.gz"))
+    conf = tmp_path / "conf.json"
+    checkpoint = model.checkpoint
+    assert main(["predict", str(image), "--support", *supports, "--out", *outs, "--method", "model",
+                 "--checkpoint", checkpoint, "--confidence", str(conf)]) == 0
+    assert [e["reused_session"] for e in json.loads(conf.read_text())] == [False, True]
+    alone = tmp_path / "alone.nii.gz"
+    assert main(["predict", str(image), "--support", supports[1], "--out", str(alone), "--method", "model",
+                 "--checkpoint", checkpoint]) == 0
+    again, fresh = read_label(outs[1], like=volume).array, read_label(alone, like=volume).array
+    assert np.mean(again != fresh) <= 1e-4
+    assert main(["predict", str(image), "--support", *supports, "--out", outs[0], "--method", "copy"]) == 2

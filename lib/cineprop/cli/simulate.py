@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cineprop.cli.common import add_method_arguments, method_options
+from cineprop.cli.common import add_data_arguments, add_method_arguments, build_methods, labelled_cases
 
 
 def add_parser(sub) -> None:
@@ -13,9 +13,7 @@ def add_parser(sub) -> None:
                        description="Start from one painted frame per label, propagate, and paint one more frame "
                                    "(its ground truth) until every frame of every label reaches the target Dice. "
                                    "DATA_DIR holds ID.nii.gz + ID_label.nii.gz pairs.")
-    p.add_argument("data_dir")
-    p.add_argument("--split-file", help="CSV with columns sequence,split")
-    p.add_argument("--split", help="split name to simulate (e.g. test)")
+    add_data_arguments(p)
     p.add_argument("--policy", nargs="+", default=["flagged"], choices=["flagged", "oracle", "uniform"],
                    help="which frame is painted next: flagged (lowest confidence, what a cineprop user does), "
                         "oracle (lowest Dice), uniform (n frames spread evenly, n = 1, 2, …; with --method copy "
@@ -25,8 +23,6 @@ def add_parser(sub) -> None:
                    help="first painted frame per label: the first frame where it appears, or the middle one")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="give up on a cine after N painted frames (default: every frame may be painted)")
-    p.add_argument("--slice", type=int, default=None, help="4D inputs: only this slice position")
-    p.add_argument("--limit", type=int, default=None, help="only the first N sequences (quick checks)")
     add_method_arguments(p, several=True)
     p.add_argument("--out", required=True, help="JSON report (several methods or policies: one file, a list)")
     p.add_argument("--plots", default=None, help="write one PNG of Dice-after-each-paint curves per run here")
@@ -37,20 +33,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cineprop.evaluate import find_cases, write_report
-    from cineprop.methods import build_propagator, supported_options
+    from cineprop.evaluate import write_report
     from cineprop.simulate import SimulationConfig, format_simulation, save_curves, simulate
 
     configs = [SimulationConfig(policy, args.target, args.start, args.max_frames) for policy in args.policy]
-    cases = find_cases(args.data_dir, args.split_file, args.split)
-    if args.limit:
-        cases = cases[: args.limit]
+    cases = labelled_cases(args)
     reports = []
-    for name in args.method:
-        options = method_options(args)
-        if len(args.method) > 1:  # shared options go to the methods that take them
-            options = supported_options(name, options)
-        propagator = build_propagator(name, **options)
+    for name, propagator in build_methods(args):
         for config in configs:
             report = simulate(cases, propagator, config, args.slice, progress=not args.quiet)
             report["command"] = args.command_line

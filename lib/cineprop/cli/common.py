@@ -69,7 +69,7 @@ def build_methods(args: argparse.Namespace):
 
 
 def labelled_cases(args: argparse.Namespace) -> list:
-    """The ``ID.nii.gz`` + ``ID_label.nii.gz`` cases of ``DATA_DIR`` (``--split-file/--split``), the first ``--limit``."""
+    """The labelled cases of ``DATA_DIR`` (``--split-file/--split``), only the first ``--limit``."""
     from cineprop.evaluate import find_cases
 
     cases = find_cases(args.data_dir, args.split_file, args.split)

@@ -1,4 +1,7 @@
-"""``cineprop simulate DATA_DIR``: frames a simulated radiologist paints to get every frame right (see :mod:`cineprop.simulate`)."""
+"""``cineprop simulate DATA_DIR``: frames a simulated radiologist paints until every frame is right.
+
+See :mod:`cineprop.simulate`.
+"""
 
 from __future__ import annotations
 

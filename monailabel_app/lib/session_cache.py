@@ -21,7 +21,7 @@ from typing import Hashable
 
 from cineprop.io import Cine
 from cineprop.propagation import Propagation, Propagator
-from cineprop.repropagate import Repropagator
+from cineprop.repropagate import Repropagator, SessionPropagator
 from cineprop.support import SupportSet
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,11 @@ class SessionCache:
             key: the study and slice position, e.g. ``(image path, slice index)``.
             stamp: what must not change for the session to stay valid (see :func:`image_stamp`).
         """
+        if self.max_sessions <= 0 or not isinstance(propagator, SessionPropagator):
+            return Repropagator(propagator, cine).propagate(support)    # nothing worth keeping
         live = self._live(key, stamp, propagator, cine)
         result = live.propagate(support)
-        if live.reuses_work and self.max_sessions > 0:
+        if live.reuses_work:
             self._keep(key, stamp, live)
         return result
 

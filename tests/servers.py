@@ -212,7 +212,7 @@ def running_server(studies: str | Path, **kwargs) -> Iterator[CinepropServer]:
 
 
 def synthetic_study(studies: str | Path, image_id: str, height: int = 256, width: int = 256, frames: int = 30,
-                    support_frames: tuple[int, ...] = (0,), seed: int = 1) -> Path:
+                    support_frames: tuple[int, ...] = (0,), seed: int = 1, speed: float = 1.0) -> Path:
     """Write a synthetic cine (``cineprop.synthetic.moving_shapes``, 2 structures) into ``studies``.
 
     Returns a support label file (outside ``studies``) with the true labels of ``support_frames``.
@@ -222,7 +222,7 @@ def synthetic_study(studies: str | Path, image_id: str, height: int = 256, width
     from cineprop.io import Geometry, Volume, write_image, write_label
     from cineprop.synthetic import moving_shapes
 
-    image, truth = moving_shapes(height, width, frames, labels=2, seed=seed)
+    image, truth = moving_shapes(height, width, frames, labels=2, seed=seed, speed=speed)
     geometry = Geometry((1.4, 1.4, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel().tolist()))
     write_image(Path(studies) / f"{image_id}.nii.gz", image, geometry)
     painted = np.zeros_like(truth)
@@ -303,11 +303,8 @@ def train_studies(root: str | Path) -> tuple[Path, Path, Path]:
     on the truth measurably improves it within seconds.
     """
     import numpy as np
-    import torch
 
-    from cineprop.checkpoints import save_checkpoint
     from cineprop.io import Geometry, Volume, write_image, write_label
-    from cineprop.model import FewShotSegmenter, ModelConfig
     from cineprop.synthetic import moving_shapes
 
     root = Path(root)
@@ -324,8 +321,17 @@ def train_studies(root: str | Path) -> tuple[Path, Path, Path]:
             painted = np.zeros_like(labels)
             painted[:, :, 0] = labels[:, :, 0]
             write_label(studies / "labels" / "support" / f"{image_id}.nii.gz", painted, volume)
+    return studies, truth_dir, tiny_checkpoint(root / "tiny.pt")
+
+
+def tiny_checkpoint(path: str | Path) -> Path:
+    """Write a randomly initialised tiny ``FewShotSegmenter`` (seed 0, resolution 48) checkpoint to ``path``."""
+    import torch
+
+    from cineprop.checkpoints import save_checkpoint
+    from cineprop.model import FewShotSegmenter, ModelConfig
+
     torch.manual_seed(0)
     model = FewShotSegmenter(ModelConfig(resolution=48, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1),
                                          decoder=(16, 12, 8)))
-    checkpoint = save_checkpoint(root / "tiny.pt", model, "image", {"note": "random init, tests only"})
-    return studies, truth_dir, checkpoint
+    return Path(save_checkpoint(path, model, "image", {"note": "random init, tests only"}))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import requests
 from load import run_load, summary
-from servers import copy_app, start_server, synthetic_study
+from servers import copy_app, start_server, synthetic_study, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +45,6 @@ def load_server(tmp_path_factory):
         yield server, supports
     finally:
         server.stop()
-
-
-def tiny_checkpoint(path):
-    import torch
-
-    from cineprop.checkpoints import save_checkpoint
-    from cineprop.model import FewShotSegmenter, ModelConfig
-
-    torch.manual_seed(0)
-    model = FewShotSegmenter(ModelConfig(resolution=48, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1),
-                                         decoder=(16, 12, 8)))
-    return save_checkpoint(path, model, "image", {"note": "random init, tests only"})
 
 
 def test_concurrent_infers_with_background_task(load_server):

@@ -189,3 +189,31 @@ def test_train_options_are_parsed_with_messages(app_lib):
                                         ({"val_fraction": 0.95}, "val_fraction", "float", "outside")):
         with pytest.raises(settings.RequestError, match=message):
             common.read_option(request, key, None, kind, 1 if kind == "int" else 0.0, 0.9)
+
+
+def test_session_cache_memory_cap_and_methods_without_sessions(app_lib, tmp_path):
+    from servers import tiny_checkpoint
+
+    from cineprop.io import Cine
+    from cineprop.methods import build_propagator
+    from cineprop.support import SupportSet
+    from cineprop.synthetic import moving_shapes
+
+    cache_module = app_lib("lib.session_cache")
+    frames, labels = moving_shapes(40, 48, 6, labels=1, seed=0)
+    cine, support = Cine(frames), SupportSet.from_labels(labels, [0])
+    model = build_propagator("model", checkpoint=str(tiny_checkpoint(tmp_path / "tiny.pt")))
+    roomy = cache_module.SessionCache(max_sessions=4, max_bytes=1 << 30)
+    for key in ("a", "b"):
+        roomy.propagate(key, (1, 1), model, cine, support)
+    one = roomy.stats()["mb"] / 2
+    assert roomy.stats()["sessions"] == 2 and one > 0
+    tight = cache_module.SessionCache(max_sessions=4, max_bytes=int(1.5 * one * 2**20))   # room for one
+    for key in ("a", "b"):
+        tight.propagate(key, (1, 1), model, cine, support)
+    assert tight.stats()["sessions"] == 1 and tight.stats()["evicted"] == 1
+    assert tight.propagate("b", (1, 1), model, cine, support).details["repropagation"]["reused_session"]
+    assert not tight.propagate("b", (2, 1), model, cine, support).details["repropagation"]["reused_session"]
+    flow = cache_module.SessionCache()
+    flow.propagate("a", (1, 1), build_propagator("flow"), cine, support)
+    assert flow.stats()["sessions"] == 0 and flow.stats()["misses"] == 0      # nothing kept for flow

@@ -30,19 +30,19 @@ class CopyPropagator:
 
     name = "copy"
 
+    def label_probability(self, masks: dict[int, np.ndarray], t: int) -> np.ndarray:
+        """``H×W×T`` foreground probability of one label from its painted masks (frame → ``H×W`` bool)."""
+        frames = sorted(masks)
+        prob = np.zeros(masks[frames[0]].shape + (t,), np.float32)
+        for i in range(t):
+            prob[:, :, i] = masks[min(frames, key=lambda f: (abs(f - i), f))]
+        return prob
+
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
         start = time.perf_counter()
-        h, w, t = cine.shape
-        probabilities = {}
-        distance = np.full(t, np.inf)
-        for label in support.labels:
-            frames = support.frames_of(label)
-            prob = np.zeros((h, w, t), np.float32)
-            for i in range(t):
-                nearest = min(frames, key=lambda f: (abs(f - i), f))
-                prob[:, :, i] = support.masks[label][nearest]
-                distance[i] = min(distance[i], abs(nearest - i))
-            probabilities[label] = prob
+        t = cine.num_frames
+        probabilities = {label: self.label_probability(support.masks[label], t) for label in support.labels}
+        distance = np.array([min(abs(f - i) for f in support.frames) for i in range(t)], np.float32)
         return finish(probabilities, 1.0 / (1.0 + distance), support, time.perf_counter() - start)
 
 

@@ -75,6 +75,11 @@ class ModelPropagator:
         model = self.model if self.two_stage is None else self.two_stage.stage1
         return PropagationSession(model, cine, self.config, self.device)
 
+    def open_session(self, cine: Cine) -> PropagationSession | None:
+        """A session whose results equal :meth:`propagate`'s (``None`` for a two-stage relearned checkpoint,
+        whose stage 2 runs over the whole clip; see :class:`cineprop.repropagate.SessionPropagator`)."""
+        return self.session(cine) if self.two_stage is None else None
+
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
         if self.two_stage is not None:
             return self.two_stage.propagate(cine, support)

@@ -46,6 +46,11 @@ class FlowField:
             self._cache[key] = dense_flow(self.frames8[:, :, t], self.frames8[:, :, s])
         return self._cache[key]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the 8-bit frames and the flows computed so far."""
+        return self.frames8.nbytes + sum(f.nbytes for f in self._cache.values())
+
     def consistency(self, t: int, s: int, tolerance: float = 1.5) -> np.ndarray:
         """``H×W`` bool: where the forward-backward check says the ``t ← s`` flow is reliable.
 

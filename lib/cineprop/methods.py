@@ -17,6 +17,7 @@ from cineprop.propagation import Propagator
 # name -> "module:factory"; factories take keyword options (checkpoint, device, ...).
 _REGISTRY: dict[str, str] = {
     "copy": "cineprop.baselines:CopyPropagator",
+    "interpolate": "cineprop.interpolation:InterpolatePropagator",
     "flow": "cineprop.baselines:FlowPropagator",
     "demons": "cineprop.baselines:DemonsPropagator",
     "model": "cineprop.engine:ModelPropagator",
@@ -25,6 +26,7 @@ _REGISTRY: dict[str, str] = {
 
 _DESCRIPTIONS: dict[str, str] = {
     "copy": "repeat the nearest support frame's mask (baseline)",
+    "interpolate": "linear shape interpolation between painted frames, nearest painting outside them (baseline)",
     "flow": "warp the nearest support masks with dense optical flow (baseline)",
     "demons": "carry the nearest support masks with SimpleITK demons registration (peer baseline)",
     "model": "few-shot image model with confidence-gated memory (bundled checkpoint by default)",

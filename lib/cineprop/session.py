@@ -38,68 +38,10 @@ from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.roi import Roi, bounding_box, roi_around
+from cineprop.session_config import SessionConfig
 from cineprop.shots import certainty, shot_weight
 from cineprop.support import SupportSet
 from cineprop.transforms import normalise_intensity
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """Inference settings (the defaults are the ones the benchmarks use).
-
-    Attributes:
-        memory: feed confident predictions back as memory.
-        memory_threshold: confidence a prediction needs to be written to memory.
-        temporal_scale: shot weight ``exp(−distance / temporal_scale)`` (frames).
-        max_shots: painted frames used per query frame (the nearest ones behind it).
-        use_roi: process a square around the painted masks instead of the whole frame.
-        roi_margin, roi_min_side: ROI growth (× box side, each edge) and minimum side (pixels).
-        batch_frames: frames per backbone batch.
-        max_cached_frames: feature cache size (≈0.7 MB per frame at R=128).
-        flag_threshold: frames below this confidence are flagged for review.
-        support_weight_floor: lowest weight of a painted frame's shot (see :func:`shot_weight`).
-        memory_needs_object: never write an empty prediction to memory. An empty map is "certain",
-            but as a shot it carries nothing and dilutes the painted frames' masks, so after one
-            dropout frame the object would be lost for the rest of the clip.
-        flow_weight: weight of the flow-carried masks in the final probabilities (0: model only);
-            0.5 was best of 0, 0.2, …, 1 on 12 ACDC val cines (docs/benchmarks.md).
-    """
-
-    memory: bool = True
-    memory_threshold: float = 0.6
-    temporal_scale: float = 3.0
-    max_shots: int = 3
-    use_roi: bool = True
-    roi_margin: float = 0.75
-    roi_min_side: int = 64
-    batch_frames: int = 16
-    max_cached_frames: int = 600
-    flag_threshold: float = 0.5
-    support_weight_floor: float = 0.0
-    memory_needs_object: bool = True
-    flow_weight: float = 0.5
-
-    def with_options(self, options: dict) -> "SessionConfig":
-        """A copy with ``options`` applied, converting strings (``"0.3"``, ``"false"``) to the field types."""
-        from dataclasses import fields as dc_fields, replace as dc_replace
-
-        from cineprop.errors import CinepropError
-
-        kinds = {f.name: type(getattr(self, f.name)) for f in dc_fields(self)}
-        changes = {}
-        for name, value in options.items():
-            if name not in kinds:
-                raise CinepropError(f"unknown session option {name!r}; known: {', '.join(sorted(kinds))}")
-            try:
-                if kinds[name] is bool and isinstance(value, str):
-                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError(value)
-                    changes[name] = value.lower() in ("true", "1", "yes")
-                else:
-                    changes[name] = kinds[name](value)
-            except (TypeError, ValueError):
-                raise CinepropError(f"session option {name}={value!r}: expected {kinds[name].__name__}") from None
-        return dc_replace(self, **changes)
 
 
 @dataclass
@@ -111,6 +53,7 @@ class _Sweep:
     certainty: dict[int, float]
     anchor: dict[int, int]                # label -> painted frame the chain started from
     memory: dict[int, tuple[int, torch.Tensor]] = field(default_factory=dict)  # state after this frame
+    memory_keys: dict[int, int] = field(default_factory=dict)   # label -> key of the result its memory came from
 
 
 def blend_with_flow(model: np.ndarray, carried: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +107,26 @@ class PropagationSession:
         self._update_roi()
 
     def set_supports(self, support: SupportSet) -> None:
-        """Replace all supports by ``support``."""
-        self.supports = {label: dict(frames) for label, frames in support.masks.items()}
+        """Replace all supports by ``support`` (caches of unchanged painted frames are kept)."""
+        supports = {label: dict(frames) for label, frames in support.masks.items()}
+        for label, frame_idx in list(self._encodings):     # a repainted or removed frame's encoding is stale
+            old = self.supports.get(label, {}).get(frame_idx)
+            new = supports.get(label, {}).get(frame_idx)
+            if old is None or new is None or not np.array_equal(old, new):
+                del self._encodings[(label, frame_idx)]
+        self.supports = supports
         self._update_roi()
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes this session holds: frames, cached features and encodings, sweep results, flow."""
+        tensors = [t for feats in self._features.values() for t in feats]
+        tensors += [t for enc in self._encodings.values() for t in enc]
+        total = self.frames.nbytes + sum(t.element_size() * t.nelement() for t in tensors)
+        total += sum(p.nbytes for sweeps in self._sweeps.values() for s in sweeps.values() for p in s.probs.values())
+        total += sum(p.nbytes for p in self.roi_probabilities.values())
+        if self._flow_field is not None:
+            total += self._flow_field.nbytes
+        return int(total)
 
     def _drop_frame(self, frame_idx: int) -> None:
         for label in list(self.supports):
@@ -296,36 +256,51 @@ class PropagationSession:
         only = f if in_f else b
         return only.probs[label], only.certainty[label]
 
-    def _support_key(self, frame_idx: int) -> tuple:
-        return tuple((label, frame_idx, hash(frames[frame_idx].tobytes()))
-                     for label, frames in sorted(self.supports.items()) if frame_idx in frames)
+    def _frame_key(self, static: int, frame_idx: int, anchors: dict[int, list[int]],
+                   memory_keys: dict[int, int], mask_hash: dict[tuple[int, int], int]) -> int:
+        """Hash of everything a sweep's result at ``frame_idx`` depends on.
+
+        Per label: the painting, if painted here; else the painted frames used as shots (with their
+        masks) and the key of the result its memory came from. So a new painting invalidates only the
+        frames that use it as a shot or whose memory chain passes through it; past the next painted
+        frames (which reset memory) the sweep is reused.
+        """
+        parts = []
+        for label in sorted(anchors):
+            behind = anchors[label]
+            if behind[0] == frame_idx:
+                parts.append((label, mask_hash[(label, frame_idx)]))
+            else:
+                shots = tuple((f, mask_hash[(label, f)]) for f in behind[:self.config.max_shots])
+                parts.append((label, shots, memory_keys.get(label)))
+        return hash((static, frame_idx, tuple(parts)))
 
     def _sweep(self, direction: int) -> dict[int, _Sweep]:
         t = self.cine.num_frames
         cache = self._sweeps[direction]
         order = range(t) if direction > 0 else range(t - 1, -1, -1)
-        key = hash((direction, self.roi, self.config))
+        static = hash((direction, self.roi, self.config))
+        mask_hash = {(label, f): hash(m.tobytes()) for label, frames in self.supports.items()
+                     for f, m in frames.items()}
         memory: dict[int, tuple[int, torch.Tensor]] = {}
+        memory_keys: dict[int, int] = {}
         anchors: dict[int, list[int]] = {}
         results: dict[int, _Sweep] = {}
         for i in order:
-            key = hash((key, self._support_key(i)))
             for label, frames in self.supports.items():
                 if i in frames:
                     anchors.setdefault(label, []).insert(0, i)
+            key = self._frame_key(static, i, anchors, memory_keys, mask_hash)
             hit = cache.get(i)
-            if hit is not None and hit.key == key:
-                results[i], memory = hit, dict(hit.memory)
-                continue
-            result = self._segment_frame(i, direction, anchors, memory, key)
-            memory = dict(result.memory)
-            cache[i] = results[i] = result
+            if hit is None or hit.key != key:
+                hit = cache[i] = self._segment_frame(i, direction, anchors, memory, memory_keys, key)
+            results[i], memory, memory_keys = hit, dict(hit.memory), dict(hit.memory_keys)
         return results
 
     def _segment_frame(self, frame_idx: int, direction: int, anchors: dict[int, list[int]],
-                       memory: dict[int, tuple[int, torch.Tensor]], key: int) -> _Sweep:
+                       memory: dict[int, tuple[int, torch.Tensor]], memory_keys: dict[int, int], key: int) -> _Sweep:
         cfg, r = self.config, self.resolution
-        result = _Sweep(key, {}, {}, {}, dict(memory))
+        result = _Sweep(key, {}, {}, {}, dict(memory), dict(memory_keys))
         todo: list[tuple[int, list[list[torch.Tensor]], list[float]]] = []
         for label, behind in anchors.items():
             result.anchor[label] = behind[0]
@@ -333,6 +308,7 @@ class PropagationSession:
                 mask = self.roi.crop(self.supports[label][frame_idx], r, nearest=True)
                 result.probs[label], result.certainty[label] = mask, 1.0
                 result.memory[label] = (frame_idx, torch.from_numpy(mask)[None].to(self.device))
+                result.memory_keys[label] = key
                 continue
             shots = [self._encoding(label, f) for f in behind[:cfg.max_shots]]
             weights = [shot_weight(frame_idx - f, cfg.temporal_scale, cfg.support_weight_floor)
@@ -352,6 +328,7 @@ class PropagationSession:
             if c >= cfg.memory_threshold and (not cfg.memory_needs_object or prob.max() > 0.5):
                 result.memory[label] = (frame_idx, torch.from_numpy((prob > 0.5).astype(np.float32))[None]
                                         .to(self.device))
+                result.memory_keys[label] = key
         return result
 
     def _decode_batch(self, frame_idx: int, direction: int,

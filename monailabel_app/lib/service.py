@@ -28,6 +28,7 @@ from cineprop.methods import build_propagator, options
 from cineprop.propagation import Propagation, Propagator
 from cineprop.support import SupportSet
 from lib.configs.settings import PUBLISHED_CHECKPOINT, AppSettings, SettingsError
+from lib.session_cache import SessionCache, image_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ class CineResult:
         return {"name": self.cine.name, "slice_index": self.cine.slice_index, "frames": self.cine.num_frames,
                 "support_frames": list(p.support_frames), "labels": self.support.labels,
                 "confidence": [round(float(c), 4) for c in p.confidence], "flagged": p.flagged(threshold),
-                "seconds": round(p.seconds, 3)}
+                "seconds": round(p.seconds, 3),
+                "reused_session": bool(p.details.get("repropagation", {}).get("reused_session"))}
 
 
 @dataclass
@@ -115,6 +117,8 @@ class PropagationService:
         self._key: tuple | None = None
         self.note: str | None = None  # why a fallback method is served
         self._active: str | None = None  # the method built
+        #: live sessions of recent studies: a correction re-propagates only what changed
+        self.sessions = SessionCache(settings.session_cache, settings.session_cache_mb * 2**20)
 
     def _takes(self, option: str) -> bool:
         return self._accepted is None or option in self._accepted
@@ -179,6 +183,7 @@ class PropagationService:
                                  f"{self.settings.fallback!r} until a checkpoint is published in {self.model_dir}")
                     logger.warning(f"cineprop: {self.note}")
                 self._propagator, self._key = propagator, key
+                self.sessions.clear()  # sessions of the previous model must not answer for the new one
             return self._propagator
 
     def describe(self) -> dict:
@@ -216,7 +221,9 @@ class PropagationService:
             if len(cines) > 1 and not chosen.any():
                 continue  # 4D: slice positions nobody painted stay empty
             support_set = SupportSet.from_labels(labels, frames)
-            results.append(CineResult(cine, support_set, propagator.propagate(cine, support_set)))
+            result = self.sessions.propagate((str(Path(image).resolve()), cine.slice_index), image_stamp(image),
+                                             propagator, cine, support_set)
+            results.append(CineResult(cine, support_set, result))
         if not results:
             on = f" on frames {list(frames)}" if frames is not None else ""
             raise SupportError(f"no support: no slice position has painted frames{on}")

@@ -45,3 +45,32 @@ def method_options(args: argparse.Namespace) -> dict:
     options = parse_options(getattr(args, "option", []) or [])
     return {"checkpoint": args.checkpoint, "device": args.device, "steps": getattr(args, "steps", None),
             "options": options or None}
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``DATA_DIR [--split-file CSV --split NAME] [--slice Z] [--limit N]`` (read by :func:`labelled_cases`)."""
+    parser.add_argument("data_dir")
+    parser.add_argument("--split-file", help="CSV with columns sequence,split")
+    parser.add_argument("--split", help="split name to use (e.g. test)")
+    parser.add_argument("--slice", type=int, default=None, help="4D inputs: only this slice position")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N sequences (quick checks)")
+
+
+def build_methods(args: argparse.Namespace):
+    """``(name, propagator)`` for each ``--method``, built in turn; with several, shared options
+    (``--checkpoint``, ``--option``, …) go only to the methods that take them."""
+    from cineprop.methods import build_propagator, supported_options
+
+    for name in args.method:
+        options = method_options(args)
+        if len(args.method) > 1:
+            options = supported_options(name, options)
+        yield name, build_propagator(name, **options)
+
+
+def labelled_cases(args: argparse.Namespace) -> list:
+    """The labelled cases of ``DATA_DIR`` (``--split-file/--split``), only the first ``--limit``."""
+    from cineprop.evaluate import find_cases
+
+    cases = find_cases(args.data_dir, args.split_file, args.split)
+    return cases[: args.limit] if args.limit else cases

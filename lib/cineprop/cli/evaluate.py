@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from cineprop.cli.common import add_method_arguments, method_options
+from cineprop.cli.common import add_data_arguments, add_method_arguments, build_methods, labelled_cases
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a propagation method on labelled cines",
                        description="Propagate from ground-truth support frames and score the query frames. "
                                    "DATA_DIR holds ID.nii.gz + ID_label.nii.gz pairs.")
-    p.add_argument("data_dir")
-    p.add_argument("--split-file", help="CSV with columns sequence,split")
-    p.add_argument("--split", help="split name to evaluate (e.g. test)")
+    add_data_arguments(p)
     p.add_argument("--support", default="first", choices=["first", "middle"],
                    help="per label: the first frame where it appears, or the middle one of those frames")
     p.add_argument("--shots", type=int, default=1, help="support frames per label (spread evenly)")
     p.add_argument("--labels", type=int, nargs="+", help="only these label values")
-    p.add_argument("--slice", type=int, default=None, help="4D inputs: only this slice position")
-    p.add_argument("--limit", type=int, default=None, help="only the first N sequences (quick checks)")
     p.add_argument("--loop", type=int, default=None, metavar="N",
                    help="play each cine forwards and backwards to at least N frames (a long-clip drift test)")
     add_method_arguments(p, several=True)
@@ -31,20 +27,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cineprop.errors import CinepropError
-    from cineprop.evaluate import evaluate, find_cases, format_comparison, format_table, write_report
-    from cineprop.methods import build_propagator, supported_options
+    from cineprop.evaluate import evaluate, format_comparison, format_table, write_report
 
     if args.shots < 1:
         raise CinepropError("--shots must be at least 1")
-    cases = find_cases(args.data_dir, args.split_file, args.split)
-    if args.limit:
-        cases = cases[: args.limit]
+    cases = labelled_cases(args)
     reports = []
-    for name in args.method:
-        options = method_options(args)
-        if len(args.method) > 1:  # shared options go to the methods that take them
-            options = supported_options(name, options)
-        propagator = build_propagator(name, **options)
+    for name, propagator in build_methods(args):
         overlays = args.overlays if len(args.method) == 1 or args.overlays is None else f"{args.overlays}/{name}"
         report = evaluate(cases, propagator, args.support, args.shots, overlays, args.slice, args.labels,
                           progress=not args.quiet, loop=args.loop)

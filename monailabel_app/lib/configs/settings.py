@@ -47,6 +47,9 @@ CONF_KEYS: dict[str, str] = {
     "labels": "comma-separated structure names for label values 1, 2, ... (default: 'label N')",
     "preload": "build the propagator (load the model) when the server starts rather than on the first "
                "request (default true)",
+    "session_cache": "live propagation sessions kept for recently used studies, so a second infer with one more "
+                     "painted frame recomputes only what changed (default 4; 0 disables)",
+    "session_cache_mb": "memory cap of those sessions in MB; least recently used are evicted beyond it (default 2048)",
     "infer_threads": "inferences run in up to this many worker threads, so /info, the datastore and other users "
                      "are answered meanwhile (default 1); 0 keeps MONAI Label's behaviour, which blocks the "
                      "whole server during an inference",
@@ -149,6 +152,8 @@ class AppSettings:
         labels: names of label values 1..N (may be empty).
         preload: build the propagator at server start.
         infer_threads: worker threads serving /infer (0: MONAI Label's blocking endpoint).
+        session_cache, session_cache_mb: live sessions kept (0: none) and their memory cap in MB
+            (``lib/session_cache.py``).
         note: why the method differs from the default one (logged), else ``None``.
         fallback: method served instead when ``method`` cannot be built (only when neither
             ``method`` nor ``checkpoint`` was configured), else ``None``.
@@ -163,6 +168,8 @@ class AppSettings:
     labels: tuple[str, ...] = ()
     preload: bool = True
     infer_threads: int = 1
+    session_cache: int = 4
+    session_cache_mb: int = 2048
     note: str | None = None
     fallback: str | None = None
     unknown_keys: tuple[str, ...] = field(default=())
@@ -209,6 +216,10 @@ class AppSettings:
             labels=parse_names(get("labels"), "--conf labels", SettingsError) if get("labels") else (),
             preload=parse_bool(conf.get("preload", "true"), "--conf preload", SettingsError),
             infer_threads=parse_int(threads, "--conf infer_threads", 0, SettingsError) if threads else 1,
+            session_cache=parse_int(get("session_cache"), "--conf session_cache", 0, SettingsError)
+            if get("session_cache") else 4,
+            session_cache_mb=parse_int(get("session_cache_mb"), "--conf session_cache_mb", 1, SettingsError)
+            if get("session_cache_mb") else 2048,
             note=note,
             fallback=fallback,
             unknown_keys=tuple(sorted(k for k in conf if k not in CONF_KEYS and k not in MONAI_LABEL_KEYS)),

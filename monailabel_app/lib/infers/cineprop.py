@@ -9,7 +9,8 @@ Request (MONAI Label ``POST /infer/cineprop?image=<id>``, multipart):
 
 Result: a label volume with the image's exact geometry (``result_extension``, uint8) and JSON with
 per-frame ``confidence``, ``flagged`` frames, ``support_frames``, ``label_names`` and
-``latencies``. The task is declared of type ``scribbles`` because the stock MONAI Label Slicer
+``latencies``, ``session_cache`` (live sessions kept, hits, evictions; each cine says whether it
+``reused_session``). The task is declared of type ``scribbles`` because the stock MONAI Label Slicer
 module uploads the user's painted segmentation as ``label`` only for that type (segmentation models
 get just the image id); any REST client can post ``label`` the same way.
 """
@@ -97,6 +98,7 @@ class CinepropInfer(InferTask):
             **report,
             "label_names": {options.label_names.get(v) or self.settings.label_name(v): v for v in values},
             "saved_support": saved,
+            "session_cache": self.service.sessions.stats(),
             "latencies": {"read": round(read_and_propagate - start - propagate, 3), "propagate": round(propagate, 3),
                           "write": round(done - read_and_propagate, 3), "total": round(done - start, 3)},
         }

@@ -1,0 +1,64 @@
+"""Inference settings of a :class:`~cineprop.session.PropagationSession` (re-exported there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Inference settings (the defaults are the ones the benchmarks use).
+
+    Attributes:
+        memory: feed confident predictions back as memory.
+        memory_threshold: confidence a prediction needs to be written to memory.
+        temporal_scale: shot weight ``exp(−distance / temporal_scale)`` (frames).
+        max_shots: painted frames used per query frame (the nearest ones behind it).
+        use_roi: process a square around the painted masks instead of the whole frame.
+        roi_margin, roi_min_side: ROI growth (× box side, each edge) and minimum side (pixels).
+        batch_frames: frames per backbone batch.
+        max_cached_frames: feature cache size (≈0.7 MB per frame at R=128).
+        flag_threshold: frames below this confidence are flagged for review.
+        support_weight_floor: lowest weight of a painted frame's shot (see :func:`shot_weight`).
+        memory_needs_object: never write an empty prediction to memory. An empty map is "certain",
+            but as a shot it carries nothing and dilutes the painted frames' masks, so after one
+            dropout frame the object would be lost for the rest of the clip.
+        flow_weight: weight of the flow-carried masks in the final probabilities (0: model only);
+            0.5 was best of 0, 0.2, …, 1 on 12 ACDC val cines (docs/benchmarks.md).
+    """
+
+    memory: bool = True
+    memory_threshold: float = 0.6
+    temporal_scale: float = 3.0
+    max_shots: int = 3
+    use_roi: bool = True
+    roi_margin: float = 0.75
+    roi_min_side: int = 64
+    batch_frames: int = 16
+    max_cached_frames: int = 600
+    flag_threshold: float = 0.5
+    support_weight_floor: float = 0.0
+    memory_needs_object: bool = True
+    flow_weight: float = 0.5
+
+    def with_options(self, options: dict) -> "SessionConfig":
+        """A copy with ``options`` applied, converting strings (``"0.3"``, ``"false"``) to the field types."""
+        from dataclasses import fields as dc_fields, replace as dc_replace
+
+        from cineprop.errors import CinepropError
+
+        kinds = {f.name: type(getattr(self, f.name)) for f in dc_fields(self)}
+        changes = {}
+        for name, value in options.items():
+            if name not in kinds:
+                raise CinepropError(f"unknown session option {name!r}; known: {', '.join(sorted(kinds))}")
+            try:
+                if kinds[name] is bool and isinstance(value, str):
+                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(value)
+                    changes[name] = value.lower() in ("true", "1", "yes")
+                else:
+                    changes[name] = kinds[name](value)
+            except (TypeError, ValueError):
+                raise CinepropError(f"session option {name}={value!r}: expected {kinds[name].__name__}") from None
+        return dc_replace(self, **changes)

@@ -186,6 +186,8 @@ def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
             if components > 1:
                 array = array.astype(np.float32).mean(axis=-1)  # colour/vector → grey
             array = array.transpose(tuple(range(array.ndim))[::-1])
+    except MemoryError:
+        raise  # not a bad file: the reader ran out of memory (cineprop.io.limited reports that)
     except Exception as exc:  # nibabel/SimpleITK on hostile bytes raise many types; all mean "bad file"
         raise InputError(where(p, f"image data is truncated or corrupt ({type(exc).__name__})")) from None
     if tuple(array.shape) != size:

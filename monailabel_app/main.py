@@ -29,7 +29,7 @@ from lib.configs.security import SecuritySettings
 from lib.configs.settings import CONF_KEYS, AppSettings
 from lib.infers.batch import CinepropBatchInfer
 from lib.infers.cineprop import IMAGE_ID
-from lib.lifetime import end_with_server
+from lib.lifetime import end_with_server, mark_server
 from lib.nonblocking import RESERVED_PARAMS, offload_infer_route
 from lib.service import PropagationService
 from lib.studies import SESSIONS, CinepropDatastore
@@ -133,6 +133,7 @@ class CinepropApp(MONAILabelApp):
     def on_init_complete(self):
         # Runs once in each server process (never in train/batch/scoring subprocesses).
         accept_signed_tokens()  # only with MONAI_LABEL_AUTH_ENABLE (lib/auth.py)
+        mark_server()  # task subprocesses end with this process (lib/lifetime.py)
         from monailabel.app import app as fastapi_app
 
         prefix = monailabel_settings.MONAI_LABEL_API_STR

@@ -16,6 +16,10 @@ same paths, parameters and roles, and
   check) and leave server paths out of session answers;
 * send the dataset zip from a file already unlinked, so nothing stays on disk whatever happens.
 
+``POST /activelearning/{strategy}`` and ``GET /datastore/image/info`` are MONAI Label's, run in a
+worker thread, without the ``path`` (the study's absolute path on the server) they added: clients
+download a study by id (``GET /datastore/image``).
+
 :func:`install_upload_routes` puts them ahead of MONAI Label's (``lib.surface.put_first``).
 """
 
@@ -201,11 +205,26 @@ async def get_session(session_id: str, update_ts: bool = False, image: bool = Fa
     return public_session(info)
 
 
+# ------------------------------------------------------------------------ answers without server paths
+async def next_sample(strategy: str, params: Optional[dict] = None,
+                      user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    from monailabel.endpoints.activelearning import sample
+
+    result = await in_thread(lambda: sample(strategy, params, user.username))
+    return {k: v for k, v in result.items() if k != "path"}
+
+
+async def image_info(image: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    info = app_instance().datastore().get_image_info(image)
+    return {k: v for k, v in info.items() if k != "path"}
+
+
 def install_upload_routes(app: FastAPI, prefix: str) -> None:
     """Put the routes of this module ahead of MONAI Label's (same paths, methods and roles)."""
     routes = [("/datastore/image", add_image, "PUT"), ("/datastore/", add_image, "PUT"),
               ("/datastore/label", save_label, "PUT"), ("/datastore/dataset", download_dataset, "GET"),
-              ("/session/", create_session, "PUT"), ("/session/{session_id}", get_session, "GET")]
+              ("/session/", create_session, "PUT"), ("/session/{session_id}", get_session, "GET"),
+              ("/activelearning/{strategy}", next_sample, "POST"), ("/datastore/image/info", image_info, "GET")]
     for path, endpoint, method in routes:
         # Left out of the OpenAPI schema: MONAI Label's entry documents the same interface.
         put_first(app, prefix + path, endpoint, [method], name=f"cineprop_{endpoint.__name__}",

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import types
 import zipfile
 from dataclasses import dataclass
@@ -119,7 +121,8 @@ def run_limited(func: Callable, args: tuple, limits: Limits, what: str = "the ch
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(send, func, args, limits.memory_mb), daemon=True)
+    scratch = tempfile.mkdtemp(prefix="cineprop-check-")  # the child's temporary files: removed even if it is killed
+    process = context.Process(target=_child, args=(send, func, args, limits.memory_mb, scratch), daemon=True)
     with _no_main_module():
         process.start()
     send.close()
@@ -135,6 +138,7 @@ def run_limited(func: Callable, args: tuple, limits: Limits, what: str = "the ch
         if process.is_alive():
             process.kill()
         process.join()
+        shutil.rmtree(scratch, ignore_errors=True)
     if status == "died":  # a signal: the OOM killer, or an abort on a failed allocation in native code
         if (process.exitcode or 0) >= 0:
             raise InputError(f"{what} failed (the checking process exited with {process.exitcode})")
@@ -162,7 +166,8 @@ def _no_main_module() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _child(send, func: Callable, args: tuple, memory_mb: float | None) -> None:
+def _child(send, func: Callable, args: tuple, memory_mb: float | None, scratch: str) -> None:
+    tempfile.tempdir = scratch
     if memory_mb:
         _limit_address_space(memory_mb)
     try:

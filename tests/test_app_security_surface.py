@@ -186,3 +186,18 @@ def test_answers_carry_no_server_paths(cineprop_server):
         assert r.status_code == 200, (name, r.text[:200])
         assert str(server.studies.parent) not in r.text, (name, r.text[:300])
     assert answers["image info"].json()["name"] == f"{STUDY}.nii.gz"
+
+
+def test_volumes_with_broken_headers_are_refused(cineprop_server, tmp_path):
+    from inputs_factory import write_raw_nifti
+    from test_inputs_headers import BROKEN
+
+    server, snap = cineprop_server, Snapshot(cineprop_server)
+    studies_before = snap.studies()
+    for case, (fields, words) in BROKEN.items():
+        path = write_raw_nifti(tmp_path / "broken.nii.gz", **fields)
+        r = requests.put(f"{server.url}/datastore/image", params={"image": "broken"}, timeout=60,
+                         files={"file": ("broken.nii.gz", path.read_bytes())})
+        assert r.status_code == 422 and words in r.json()["detail"], (case, r.status_code, r.text[:200])
+    assert snap.studies() == studies_before
+    snap.assert_nothing_outside()

@@ -1,15 +1,16 @@
 """What the server answers: only the routes the app uses, and only to callers it should answer.
 
 MONAI Label 0.8.5 mounts every router it has whatever the app needs, with ``Allow Origins: ['*']``
-(``monailabel/app.py``). The routers are read at import time, before the app exists, so the app
-contains them from ``on_init_complete`` with public FastAPI/Starlette API only: it removes
-routes from the router, puts its own routes first (the router takes the first match), and
-rebuilds the middleware stack with its own origin rules. What changes and why:
+(``monailabel/app.py``). The routers are included at import time, before the app exists, and
+FastAPI 0.165 keeps included routers as they are, so from ``on_init_complete`` the app puts its own
+routes first (the router takes the first full match; public ``add_api_route`` only): a refusing
+route (404 with the reason, left out of ``/openapi.json``) or a replacement; and it rebuilds the
+middleware stack with its own origin rules. What changes and why:
 
 ==========================================  ===================================================
 MONAI Label route                           here
 ==========================================  ===================================================
-``POST /infer/wsi/{m}``, ``/infer/wsi_v2``  removed: ``image`` and ``params.label`` are server
+``POST /infer/wsi/{m}``, ``/infer/wsi_v2``  refused: ``image`` and ``params.label`` are server
                                             paths there (read any file; errors tell whether a
                                             path exists); cines are not whole-slide images
 ``PUT /session/``, ``GET /session/{id}``    replaced (``lib/uploads.py``): ``uncompress=true``
@@ -18,14 +19,16 @@ MONAI Label route                           here
                                             no server paths in answers
 ``PUT /datastore/image``, ``/label``,       replaced (``lib/uploads.py``): checks off the event
 ``GET /datastore/dataset``                  loop, within limits; temp files removed on every outcome
-``PUT``/``DELETE /model/{m}``               removed: an annotator could replace the served model;
+``POST /activelearning/{s}``,               replaced (``lib/uploads.py``): the same answer without
+``GET /datastore/image/info``               the study's server path
+``PUT``/``DELETE /model/{m}``               refused: an annotator could replace the served model;
                                             models come from training (``model/cineprop.pt``)
-``POST /reload``                            removed: no role checked, and each call built a new
+``POST /reload``                            refused: no role checked, and each call built a new
                                             app without stopping the old one (threads leak)
-``/logs/``, ``/logs/gpu``                   removed: the whole log (server paths, other servers'
+``/logs/``, ``/logs/gpu``                   refused: the whole log (server paths, other servers'
                                             lines) to anyone with authentication off
-``/ohif/``, ``/proxy/`` (local studies)     removed: no OHIF bundle or DICOMweb server to serve
-``/``, ``/docs``, ``/openapi.json``         removed when authentication is on (they need no token)
+``/ohif/``, ``/proxy/`` (local studies)     refused: no OHIF bundle or DICOMweb server to serve
+``/``, ``/docs``, ``/openapi.json``         refused when authentication is on (they need no token)
 ==========================================  ===================================================
 
 Kept as MONAI Label has them (they take ids, never paths): ``/info``, ``/infer/{m}`` (threaded,
@@ -143,7 +146,7 @@ class OriginGuard:
         return origin
 
     async def __call__(self, scope, receive, send):
-        foreign = self._foreign(scope) if scope["type"] in ("http", "websocket") else None
+        foreign = self._foreign(scope) if scope["type"] == "http" else None  # the app has no websocket routes
         if foreign is None:
             return await self.app(scope, receive, send)
         body = json.dumps({"detail": f"request from the web page origin {foreign[:100]!r} refused: this server "

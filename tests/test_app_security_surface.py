@@ -12,6 +12,7 @@ import io
 import json
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -147,8 +148,17 @@ def test_refused_requests_leave_no_temporary_files(cineprop_server):
         ]
         assert [r.status_code for r in calls] == [422, 400, 404, 422, 422, 422], [(r.status_code, r.text[:80]) for r in calls]
     assert snap.studies() == studies_before
-    r = requests.get(f"{server.url}/datastore/dataset", timeout=60)
-    assert r.status_code in (200, 404), r.text  # a zip, or none when no study has a final label yet
+    # The dataset zip MONAI Label wrote to the temporary folder and never removed: needs a final label.
+    image = (server.studies / f"{STUDY}.nii.gz").read_bytes()
+    assert requests.put(f"{server.url}/datastore/image", params={"image": "dataset_case"}, timeout=60,
+                        files={"file": ("d.nii.gz", image)}).status_code == 200
+    assert requests.put(f"{server.url}/datastore/label", params={"image": "dataset_case", "tag": "final"}, timeout=60,
+                        files={"label": ("l.nii.gz", label)}).status_code == 200
+    for _ in range(2):
+        r = requests.get(f"{server.url}/datastore/dataset", timeout=60)
+        assert r.status_code == 200, r.text
+        with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+            assert "label/dataset_case.nii.gz" in archive.namelist(), archive.namelist()
     snap.assert_nothing_outside()
 
 

@@ -28,6 +28,19 @@ logger = logging.getLogger(__name__)
 RESERVED_PARAMS = ("image", "label", "session", "model", "file")
 
 
+def json_object(text: str, what: str = "params") -> dict:
+    """A form field holding a JSON object (empty: ``{}``); anything else is refused with a 400."""
+    from lib.studies import refuse
+
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError as exc:
+        raise refuse(400, f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise refuse(400, f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def check_request(image: str, params: str) -> None:
     """Refuse (400) an ``image`` query that is a path and ``params`` that are not a JSON object or set reserved keys.
 
@@ -37,12 +50,7 @@ def check_request(image: str, params: str) -> None:
 
     if image:
         check_name(image, "image")
-    try:
-        decoded = json.loads(params) if params else {}
-    except ValueError as exc:
-        raise refuse(400, f"params: not valid JSON ({exc})") from None
-    if not isinstance(decoded, dict):
-        raise refuse(400, f"params: expected a JSON object, got {type(decoded).__name__}")
+    decoded = json_object(params, "params")
     reserved = sorted(set(decoded) & set(RESERVED_PARAMS))
     if reserved:
         raise refuse(400, f"params: {', '.join(reserved)} cannot be set in params; send the image id as ?image=, "

@@ -26,7 +26,6 @@ download a study by id (``GET /datastore/image``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -40,7 +39,7 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
-from lib.nonblocking import check_upload_names
+from lib.nonblocking import check_upload_names, json_object
 from lib.studies import CinepropDatastore, refuse
 from lib.surface import put_first
 
@@ -71,16 +70,6 @@ def receive(upload: UploadFile, folder: Path, stem: str = "upload") -> str:
     with open(path, "wb") as out:
         shutil.copyfileobj(upload.file, out, 1 << 20)
     return str(path)
-
-
-def json_object(text: str, what: str = "params") -> dict:
-    try:
-        value = json.loads(text) if text else {}
-    except ValueError as exc:
-        raise refuse(400, f"{what}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise refuse(400, f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 async def in_thread(work: Callable[[], Any]) -> Any:

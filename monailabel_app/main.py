@@ -19,17 +19,22 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.sessions import Sessions
 
 import cineprop
 from cineprop.methods import available
 from lib.auth import accept_signed_tokens
 from lib.configs.cineprop import CinepropConfig
+from lib.configs.security import SecuritySettings
 from lib.configs.settings import CONF_KEYS, AppSettings
 from lib.infers.batch import CinepropBatchInfer
 from lib.infers.cineprop import IMAGE_ID
-from lib.nonblocking import offload_infer_route
+from lib.lifetime import end_with_server, mark_server
+from lib.nonblocking import RESERVED_PARAMS, offload_infer_route
 from lib.service import PropagationService
-from lib.studies import CinepropDatastore
+from lib.studies import SESSIONS, CinepropDatastore
+from lib.surface import block_routes, restrict_origins
+from lib.uploads import install_upload_routes
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,8 @@ class CinepropApp(MONAILabelApp):
             logger.warning(f"cineprop: {self.settings.note}")
         for key in self.settings.unknown_keys:
             logger.warning(f"cineprop: ignoring unknown --conf {key!r}; known: {', '.join(CONF_KEYS)}")
+        self.security = SecuritySettings.from_conf(conf, monailabel_settings.MONAI_LABEL_CORS_ORIGINS)
+        end_with_server()  # only in train/batch/scoring subprocesses (lib/lifetime.py)
         self.model_dir = os.path.join(app_dir, "model")
         self.service = PropagationService(self.settings, self.model_dir)
         self.task_config = CinepropConfig()
@@ -60,9 +67,17 @@ class CinepropApp(MONAILabelApp):
         # bad uploads and labels refused with a 4xx (lib/studies.py). Remote datastores stay MONAI Label's.
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
-        return CinepropDatastore(self.studies, extensions=monailabel_settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+        return CinepropDatastore(self.studies, limits=self.security.limits,
+                                 extensions=monailabel_settings.MONAI_LABEL_DATASTORE_FILE_EXT,
                                  auto_reload=monailabel_settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
                                  read_only=monailabel_settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def _load_sessions(self, load: bool = False):
+        # MONAI Label keeps sessions in ~/.cache/monailabel/sessions, shared by every server of the
+        # user; here they stay in the studies folder (a hidden sub-folder MONAI Label never lists).
+        if not load or monailabel_settings.MONAI_LABEL_SESSION_PATH or not os.path.isdir(self.studies):
+            return super()._load_sessions(load)
+        return Sessions(os.path.join(self.studies, SESSIONS), monailabel_settings.MONAI_LABEL_SESSION_EXPIRY)
 
     def init_infers(self) -> Dict[str, InferTask]:
         # The first init_* MONAI Label calls after creating the datastore.
@@ -82,6 +97,14 @@ class CinepropApp(MONAILabelApp):
 
     def init_batch_infer(self) -> Callable:
         return CinepropBatchInfer(self.settings)
+
+    def batch_infer(self, request, datastore=None):
+        # Batch params are merged into every image's request: an "image"/"label" there would be a server path.
+        reserved = sorted(set(request) & set(RESERVED_PARAMS) - {"model"})
+        if reserved:
+            raise HTTPException(status_code=400, detail=f"batch params: {', '.join(reserved)} cannot be set; "
+                                                        "the batch infers each study with its saved support")
+        return super().batch_infer(request, datastore)
 
     def info(self):
         meta = super().info()
@@ -110,10 +133,16 @@ class CinepropApp(MONAILabelApp):
     def on_init_complete(self):
         # Runs once in each server process (never in train/batch/scoring subprocesses).
         accept_signed_tokens()  # only with MONAI_LABEL_AUTH_ENABLE (lib/auth.py)
+        mark_server()  # task subprocesses end with this process (lib/lifetime.py)
         from monailabel.app import app as fastapi_app
 
-        offload_infer_route(fastapi_app, self.settings.infer_threads,
-                            monailabel_settings.MONAI_LABEL_API_STR + "/infer/{model}")
+        prefix = monailabel_settings.MONAI_LABEL_API_STR
+        offload_infer_route(fastapi_app, self.settings.infer_threads, prefix + "/infer/{model}")
+        install_upload_routes(fastapi_app, prefix)
+        blocked = block_routes(fastapi_app, prefix, local_studies=isinstance(self.datastore(), CinepropDatastore),
+                               auth=monailabel_settings.MONAI_LABEL_AUTH_ENABLE)
+        logger.info(f"cineprop: not served (lib/surface.py): {', '.join(blocked)}")
+        restrict_origins(fastapi_app, self.security.cors_origins)
         if self.settings.preload:
             try:
                 self.service.propagator()

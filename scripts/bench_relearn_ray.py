@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from cineprop.checkpoints import read_checkpoint
 from cineprop.relearn.collection import CollectionJob, relearn_collection
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.distributed import relearn_distributed
@@ -93,7 +94,7 @@ def fault_test(args: argparse.Namespace, work: Path) -> dict:
     proc = subprocess.Popen(command(faulty), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while proc.poll() is None:
         if killed is None and last.exists():
-            step = torch.load(last, weights_only=False)["extra_state"]["step"]
+            step = read_checkpoint(last)["extra_state"]["step"]
             victims = [c for c in psutil.Process(proc.pid).children(recursive=True)
                        if "RayTrainWorker" in " ".join(c.cmdline())]
             if step >= args.kill_after and victims:
@@ -104,8 +105,8 @@ def fault_test(args: argparse.Namespace, work: Path) -> dict:
     report = {"killed": killed, "returncode": proc.returncode, "wall_s": time.time() - start,
               "stdout_tail": out.strip()[-300:], "stderr_tail": err.strip()[-300:]}
     subprocess.run(command(clean), check=True, capture_output=True)
-    a, b = (torch.load(p, weights_only=False) for p in (faulty, clean))
-    la, lb = (torch.load(p.with_name(p.stem + ".last.pt"), weights_only=False)["extra_state"] for p in (faulty, clean))
+    a, b = (read_checkpoint(p) for p in (faulty, clean))
+    la, lb = (read_checkpoint(p.with_name(p.stem + ".last.pt"))["extra_state"] for p in (faulty, clean))
     report.update(steps=la["step"], identical_weights=all(torch.equal(v, b["state_dict"][k])
                                                           for k, v in a["state_dict"].items()),
                   identical_history=la["history"] == lb["history"])

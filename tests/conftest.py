@@ -61,12 +61,14 @@ def cineprop_server(tmp_path_factory):
     with a saved support (tag ``support``), ``patient022_frame01`` without one. Yields a
     :class:`servers.CinepropServer` (``url``, ``studies``, ``log_tail()``); stopped at the end of the
     session, also after failures. Tests may add studies and labels but must not delete the sample ones.
+    Its temporary folder (``TMPDIR``) is ``server.studies.parent / "tmp"``.
     """
     from servers import prepare_sample_studies, start_server
 
     studies = tmp_path_factory.mktemp("monailabel") / "studies"
     prepare_sample_studies(studies, with_support=["patient001_frame01", "patient080_frame01"])
-    server = start_server(studies, log_path=studies.parent / "server.log")
+    (studies.parent / "tmp").mkdir()  # the server's temporary folder, so tests can see what it leaves there
+    server = start_server(studies, log_path=studies.parent / "server.log", env={"TMPDIR": str(studies.parent / "tmp")})
     try:
         yield server
     finally:

@@ -240,3 +240,32 @@ def write_enhanced_mr(path: Path, frames: np.ndarray, orientation=OBLIQUE, origi
     ds.PixelData = np.ascontiguousarray(np.stack(data)).astype("<u2").tobytes()
     ds.save_as(str(path), write_like_original=False)
     return path
+
+
+def write_raw_nifti(path: Path, shape: tuple[int, ...] = (32, 32, 6), **fields) -> Path:
+    """A gzipped NIfTI-1 written byte by byte (nibabel would fix what the tests want broken).
+
+    ``fields`` set header fields (``scl_slope``, ``qform_code``, ...); ``pixdim`` sets the three
+    voxel sizes and ``srow`` every value of the three sform rows. Data: float32 in [0, 100).
+    """
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header.set_qform(np.eye(4), code=1)
+    header.set_sform(np.eye(4), code=1)
+    for key, value in fields.items():
+        if key == "pixdim":
+            header["pixdim"][1:4] = value
+        elif key == "srow":
+            for row in ("srow_x", "srow_y", "srow_z"):
+                header[row][:] = value
+        else:
+            header[key] = value
+    data = (np.random.default_rng(0).random(shape) * 100).astype(np.float32)
+    with gzip.open(path, "wb") as f:
+        f.write(header.binaryblock + b"\0" * 4 + data.tobytes(order="F"))
+    return Path(path)

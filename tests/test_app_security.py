@@ -123,6 +123,24 @@ def test_valid_tokens_get_their_roles(auth_server):
     assert r.status_code == 200, r.text
 
 
+def test_docs_and_reload_are_not_served_with_auth_on(auth_server):
+    import psutil
+
+    server, key = auth_server
+    admin = bearer(token(key, [USER, ANNOTATOR, "monailabel-admin"]))
+    for path in ("/", "/docs", "/openapi.json"):  # MONAI Label serves these without a token
+        r = requests.get(server.url + path, timeout=30)
+        assert r.status_code == 404 and "authentication is on" in r.json()["detail"], (path, r.status_code)
+    threads = psutil.Process(server.process.pid).num_threads()
+    for _ in range(3):  # each MONAI Label reload built a new app without stopping the old one
+        r = requests.post(f"{server.url}/reload", headers=admin, timeout=30)
+        assert r.status_code == 404, r.text
+    assert requests.get(f"{server.url}/info/", headers=admin, timeout=30).status_code == 200
+    assert psutil.Process(server.process.pid).num_threads() <= threads + 2
+    r = requests.get(f"{server.url}/auth/", timeout=30)  # the login check a client makes first: no token needed
+    assert r.status_code == 200 and r.json()["enabled"] is True, r.text
+
+
 def non_loopback_address() -> str | None:
     """An IPv4 address of this machine other than 127.x (no packet is sent), or None."""
     candidates = set()

@@ -3,12 +3,21 @@
 A checkpoint is a ``torch.save`` dict: ``format``, ``kind`` (``"image"`` or ``"relearn"``),
 ``config`` (the :class:`~cineprop.model.ModelConfig` as a dict), ``state_dict`` and ``meta``
 (training recipe, data, metrics). It is written atomically, so a server never loads half a file.
+
+A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, whose unpickler
+builds only tensors, plain containers, numbers and strings (plus the numpy array and random-state
+types in :data:`ALLOWED_GLOBALS`, which resumable training state holds). A file that needs anything
+else (a pickled class, a function: what a planted checkpoint uses to run code) is refused with a
+:class:`~cineprop.errors.CheckpointError` before any of it is built. :func:`save_checkpoint` reads
+what it wrote back the same way, so it never writes a checkpoint the loader would refuse.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +29,31 @@ from cineprop.io.atomic import atomic_write_bytes
 FORMAT = "cineprop-checkpoint-1"
 #: The bundled image-phase checkpoint (trained by ``cineprop train-image``; see docs/model-card.md).
 BUNDLED = Path(__file__).resolve().parent / "checkpoints" / "cineprop_image.pt"
+
+
+def _allowed_globals() -> list:
+    """The non-tensor types a checkpoint may hold besides plain data: numpy arrays and scalars."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:
+        from numpy.core import multiarray
+    dtypes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                                          "uint32", "uint64", "float16", "float32", "float64")]
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
+def _load(source) -> Any:
+    """``torch.load`` that builds nothing but data (see the module docstring)."""
+    with torch.serialization.safe_globals(_allowed_globals()):
+        return torch.load(source, map_location="cpu", weights_only=True)
+
+
+def _refused_global(exc: Exception) -> str:
+    """The name of the global the unpickler refused (``posix.system``), from torch's long message."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return found.group(1) if found else type(exc).__name__
 
 
 def default_checkpoint() -> Path:
@@ -43,6 +77,11 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, kind: str =
         payload["extra_state"] = extra_state
     buffer = io.BytesIO()
     torch.save(payload, buffer)
+    try:
+        _load(io.BytesIO(buffer.getvalue()))
+    except Exception as exc:  # noqa: BLE001 - whatever the unpickler refuses
+        raise CheckpointError(where(path, f"not saved: meta or extra_state holds a {_refused_global(exc)}, which "
+                                          "the loader refuses (only tensors, numpy arrays and plain data)")) from None
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -52,7 +91,12 @@ def read_checkpoint(path: str | os.PathLike | None = None) -> dict[str, Any]:
     if not p.exists():
         raise CheckpointError(where(p, "checkpoint not found"))
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=False)
+        payload = _load(p)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file wants to build objects
+        raise CheckpointError(where(p, "refused: the file holds Python objects, not only weights "
+                                       f"({_refused_global(exc)}); a cineprop "
+                                       "checkpoint is tensors and plain data only (re-save it with "
+                                       "cineprop.checkpoints.save_checkpoint)")) from None
     except Exception as exc:  # torch raises many types for corrupt files
         raise CheckpointError(where(p, f"not a readable checkpoint ({type(exc).__name__})")) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

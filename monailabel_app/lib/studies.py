@@ -40,7 +40,8 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
 from cineprop.errors import CinepropError
-from cineprop.io import cines_from_volume, convert, input_kind, read_image, read_label, stem
+from cineprop.io import convert, read_image, read_label, stem
+from cineprop.io.limited import LimitExceeded, Limits, check_input
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,19 @@ ORIGINALS = "originals"
 STAGING = ".cineprop-staging"
 #: Longest accepted image id or label tag.
 MAX_NAME = 200
+#: Sub-folder holding upload sessions (``PUT /session/``), where MONAI Label would use ``~/.cache``.
+SESSIONS = ".cineprop-sessions"
 #: Seconds a placed input must be unchanged before it is converted (it may still be copying).
 SETTLE_SECONDS = 2.0
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Longest id or tag in UTF-8 bytes (file systems allow 255 per name; the stored name adds a suffix).
+MAX_NAME_BYTES = 200
+#: Names the studies folder uses itself.
+RESERVED_NAMES = frozenset({"labels", ORIGINALS, "datastore_v2.json", "datastore.json"})
+
+# C0 and C1 controls, and the bidirectional overrides and isolates that make a name read differently.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_WILDCARDS = re.compile(r'[*?<>|:"]')
 
 
 def refuse(status: int, message: str) -> HTTPException:
@@ -70,9 +80,15 @@ def check_name(value: Any, what: str = "image id") -> str:
     elif value.startswith((".", "~")) or os.path.isabs(value):
         problem = "starts with '.' or '~' (a path, or a hidden file)"
     elif _CONTROL.search(value):
-        problem = "contains control characters"
-    elif len(value) > MAX_NAME:
-        problem = f"is longer than {MAX_NAME} characters"
+        problem = "contains control or text-direction characters"
+    elif _WILDCARDS.search(value):
+        problem = "contains one of * ? < > | : \""
+    elif value != value.strip():
+        problem = "starts or ends with a space"
+    elif len(value) > MAX_NAME or len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        problem = f"is longer than {MAX_NAME} characters or {MAX_NAME_BYTES} bytes in UTF-8"
+    elif value.lower() in RESERVED_NAMES:
+        problem = "is a name the studies folder uses itself"
     if problem:
         raise refuse(400, f"{what} {value[:80]!r} {problem}; ids and tags are names, not paths")
     return value
@@ -87,7 +103,8 @@ def _upload_suffix(path: str) -> str:
 class CinepropDatastore(LocalDatastore):
     """``LocalDatastore`` that converts clinical inputs and refuses bad input (see the module docstring)."""
 
-    def __init__(self, datastore_path: str, **kwargs: Any):
+    def __init__(self, datastore_path: str, limits: Limits | None = None, **kwargs: Any):
+        self._limits = limits or Limits()  # for uploads (check_upload); placed inputs are the operator's
         self.rejected: Dict[str, str] = {}  # placed inputs that could not be converted: name → message
         self._tried: Dict[str, tuple] = {}  # placed input name → signature when last tried
         self._timer: threading.Timer | None = None
@@ -106,29 +123,33 @@ class CinepropDatastore(LocalDatastore):
         staging.mkdir(exist_ok=True)
         return Path(tempfile.mkdtemp(dir=staging)) / name
 
-    def _check_image(self, path: str, image_id: str) -> tuple[str, str]:
-        """Check an upload (or convert a clinical input) and return ``(file to store, kind)``; raises 422."""
+    def check_upload(self, path: str, image_id: str) -> tuple[str, str]:
+        """Check an upload, converting it when it is not a stored volume type; returns ``(file, kind)``.
+
+        Runs within this server's upload limits (:mod:`cineprop.io.limited`: decompressed size from the
+        headers, then time and memory in a child process). A converted file lies in its own staging
+        folder, which the caller removes. Raises 413 over a limit, 422 for an invalid cine.
+        """
+        out = self._stage(f"{image_id}.nii.gz")
         try:
-            kind = input_kind(path)
-            if kind == "volume" and os.path.basename(path).lower().endswith(self._volume_suffixes()):
-                cines_from_volume(read_image(path))  # ≥ 2 frames, ≥ 4 px, finite, within size limits
-                return path, kind
-            out = self._stage(f"{image_id}.nii.gz")
-            try:
-                convert(path, out)
-            except BaseException:
-                shutil.rmtree(out.parent, ignore_errors=True)
-                raise
-            return str(out), kind
+            stored, kind = check_input(path, out, self._volume_suffixes(), self._limits)
         except CinepropError as exc:
-            raise refuse(422, str(exc).replace(path, f"upload {image_id!r}")) from None
+            shutil.rmtree(out.parent, ignore_errors=True)
+            status = 413 if isinstance(exc, LimitExceeded) else 422
+            raise refuse(status, str(exc).replace(path, f"upload {image_id!r}")) from None
+        if stored == path:
+            shutil.rmtree(out.parent, ignore_errors=True)
+        return stored, kind
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         """Store an uploaded study (converted when it is DICOM, a video or a ``.zip``); see the module docstring."""
         if not image_id:
             raise refuse(400, "image id: give ?image=<id> (the upload's file name gives none)")
         image_id = check_name(image_id)
-        stored, kind = self._check_image(image_filename, image_id)
+        if image_id.lower().endswith(self._volume_suffixes()):
+            raise refuse(400, f"image id {image_id[:80]!r} ends with a file suffix; give the id without it "
+                              f"(the study is stored as <id>{self._volume_suffixes()[0]})")
+        stored, kind = self.check_upload(image_filename, image_id)
         try:
             self._check_replacement(image_id, stored)
             info = dict(image_info or {})
@@ -305,14 +326,13 @@ class CinepropDatastore(LocalDatastore):
         from watchdog.events import FileSystemEventHandler
 
         studies = str(self._studies)
-        skip = (os.path.join(studies, "labels"), os.path.join(studies, ORIGINALS), os.path.join(studies, STAGING),
-                self._datastore_config_path, self._lock_file)
+        skip = (os.path.join(studies, "labels"), os.path.join(studies, ORIGINALS), os.path.join(studies, "."),
+                self._datastore_config_path, self._lock_file)  # "." : staging, sessions, ingest locks
 
         class Placed(FileSystemEventHandler):
             def on_any_event(handler, event):  # noqa: N805 - the datastore is `self`
                 path = os.path.abspath(event.src_path)
-                if event.event_type in ("created", "modified", "moved", "closed") and not path.startswith(skip) \
-                        and not os.path.basename(path).startswith(".cineprop-ingest"):
+                if event.event_type in ("created", "modified", "moved", "closed") and not path.startswith(skip):
                     self._refresh_later()
 
         self._observer.schedule(Placed(), path=studies, recursive=True)

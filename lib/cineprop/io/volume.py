@@ -152,6 +152,27 @@ def _is_nifti(p: Path) -> bool:
     return p.name.lower().endswith((".nii", ".nii.gz"))
 
 
+def _check_nifti_header(p: Path) -> None:
+    """Refuse what SimpleITK would silently reinterpret: a 4D NIfTI of one frame (read as a 3D cine
+    whose slices look like frames) and, without a qform/sform, a zero or non-finite voxel size
+    (read as 1 mm)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with _quiet("nibabel"), ImageOpener(str(p)) as f:
+            header = nib.Nifti1Header.from_fileobj(f, check=False)  # as written: nibabel's fixes would hide it
+    except Exception:  # noqa: BLE001 - unreadable or NIfTI-2: SimpleITK's reader decides
+        return
+    shape, zooms = header.get_data_shape(), np.asarray(header["pixdim"][1:4], float)
+    if len(shape) == 4 and shape[3] == 1:
+        raise InputError(where(p, f"4D volume {shape} with a single frame: one time point is not a cine"))
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0 and \
+            not (np.isfinite(zooms[:min(len(shape), 3)]).all() and (zooms[:min(len(shape), 3)] > 0).all()):
+        raise InputError(where(p, f"voxel spacing in the header is {tuple(float(z) for z in zooms)} and there is no "
+                                  "qform/sform to take it from"))
+
+
 def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
     """Read header (limits checked first), then pixels. Returns index-order array, geometry, components.
 
@@ -159,6 +180,8 @@ def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
     truncated files silently, and both are errors we must report. Geometry always comes from
     SimpleITK, which is also what writes it back.
     """
+    if _is_nifti(p):
+        _check_nifti_header(p)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
@@ -186,6 +209,8 @@ def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
             if components > 1:
                 array = array.astype(np.float32).mean(axis=-1)  # colour/vector → grey
             array = array.transpose(tuple(range(array.ndim))[::-1])
+    except MemoryError:
+        raise  # not a bad file: the reader ran out of memory (cineprop.io.limited reports that)
     except Exception as exc:  # nibabel/SimpleITK on hostile bytes raise many types; all mean "bad file"
         raise InputError(where(p, f"image data is truncated or corrupt ({type(exc).__name__})")) from None
     if tuple(array.shape) != size:

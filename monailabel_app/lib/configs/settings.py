@@ -53,6 +53,12 @@ CONF_KEYS: dict[str, str] = {
     "infer_threads": "inferences run in up to this many worker threads, so /info, the datastore and other users "
                      "are answered meanwhile (default 1); 0 keeps MONAI Label's behaviour, which blocks the "
                      "whole server during an inference",
+    "cors_origins": "comma-separated web origins (e.g. http://127.0.0.1:3000 for an OHIF viewer) whose pages may "
+                    "call the server; default none: a browser page from any other site is refused (403)",
+    "upload_max_mb": "largest decompressed size of an upload (float32 voxels, or a .zip's contents), checked from "
+                     "its headers before reading (default 512; 0: no limit)",
+    "upload_seconds": "longest time reading and converting one upload may take (default 60; 0: no limit)",
+    "upload_memory_mb": "most memory reading one upload may add (default 4096; 0: no limit)",
 }
 #: Keys MONAI Label itself (or its sample-app conventions) reads; accepted without a warning.
 MONAI_LABEL_KEYS = frozenset({"server_mode", "models", "auth_token", "use_pretrained_model", "skip_trainers",

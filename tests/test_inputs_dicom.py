@@ -162,6 +162,17 @@ def test_no_pixel_data(tmp_path):
         read_any(path)
 
 
+def test_one_bit_header_over_byte_pixels_is_refused(tmp_path):
+    path = write_multiframe(tmp_path / "bits.dcm", multiframe_frames(t=3))
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0       # the pixel data still holds a byte per pixel
+    ds.save_as(path)
+    before = sha(path)
+    with pytest.raises(InputError, match="bits.dcm: BitsAllocated is 1, but the pixel data holds"):
+        read_any(path)
+    assert sha(path) == before
+
+
 def test_single_frame_is_not_a_cine(tmp_path):
     path = write_multiframe(tmp_path / "still.dcm", multiframe_frames(t=1))
     with pytest.raises(InputError, match="still.dcm: not a cine: 1 frame"):

@@ -233,6 +233,28 @@ def check_decodable(header: Header) -> None:
                                             "(e.g. gdcmconv --raw or dcmdjpeg) and try again"))
 
 
+def _check_one_bit_header(ds, header: Header) -> None:
+    """Refuse ``BitsAllocated = 1`` over uncompressed pixel data holding a byte (or more) per pixel.
+
+    Such a header (seen in hand-edited or badly converted files) makes pydicom unpack every byte
+    into 8 "pixels": the frames decode as stripes of noise instead of failing. Real 1-bit data
+    holds one eighth of a byte per pixel.
+    """
+    if int(getattr(ds, "BitsAllocated", 0) or 0) != 1 or "PixelData" not in ds or _is_compressed(header):
+        return
+    pixels = int(ds.Rows) * int(ds.Columns) * max(1, header.frames) * max(1, header.samples)
+    if len(ds.PixelData) >= pixels:
+        raise InputError(where(header.path, f"BitsAllocated is 1, but the pixel data holds {len(ds.PixelData)} "
+                                            f"bytes for {pixels} pixels (8 bits each): the header is wrong; "
+                                            "correct BitsAllocated/BitsStored and try again"))
+
+
+def _is_compressed(header: Header) -> bool:
+    from pydicom.uid import UID
+
+    return bool(header.transfer_syntax) and UID(header.transfer_syntax).is_compressed
+
+
 def decode_frames(header: Header) -> np.ndarray:
     """Decode a file's pixel data to ``frames×rows×cols`` float32 grey (see the module docstring)."""
     check_decodable(header)
@@ -240,6 +262,7 @@ def decode_frames(header: Header) -> np.ndarray:
     ds = _dataset(path, pixels=True)
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         raise InputError(where(path, "DICOM file has no pixel data (not an image, or cut short)"))
+    _check_one_bit_header(ds, header)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

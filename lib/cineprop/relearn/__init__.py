@@ -6,7 +6,8 @@ Attention Unit, :mod:`cineprop.model.temporal_attention`).
 * :mod:`.video`, :mod:`.clip` — the two-stage ("parallel") inference relearning trains;
 * :mod:`.losses`, :mod:`.config`, :mod:`.relearner` — the objective and the optimisation;
 * :mod:`.propagator` — the ``relearn`` method and two-stage inference for relearned checkpoints;
-* :mod:`.collection` — relearning over a collection of cines (``cineprop relearn``).
+* :mod:`.collection`, :mod:`.sources` — relearning over a collection of cines (``cineprop relearn``) and
+  the cines it learns from; :mod:`.distributed` — the same loop on data-parallel Ray Train workers.
 
 Importing this package imports torch.
 """

@@ -10,17 +10,16 @@ emulate sparse annotation on fully labelled data). Cines are visited in a seeded
 an interrupted run resumes where it stopped; the result is a checkpoint of kind ``relearn`` that
 stores the image weights for stage 1 and loads with :func:`cineprop.checkpoints.load_model`.
 
-Entry points: :func:`relearn_collection` (a :class:`CollectionJob`, e.g. a folder from ``cineprop relearn``) and :func:`relearn_pairs`
-(explicit ``(image, painted label)`` file pairs, e.g. the MONAI Label app's datastore). Both start
-from an image checkpoint or from the image weights a ``relearn`` checkpoint stores (relearning is
-redone from the image model, never stacked on an earlier relearning).
+Entry points: :func:`relearn_collection` (a :class:`CollectionJob`, e.g. a folder from ``cineprop
+relearn``) and :func:`relearn_pairs` (explicit ``(image, painted label)`` file pairs, e.g. the MONAI
+Label app's datastore). Both start from an image checkpoint or from the image weights a ``relearn``
+checkpoint stores (relearning is redone from the image model, never stacked on an earlier relearning).
 
-One loop, :func:`run_collection` (a :class:`CollectionRun`: prepare, resume, step loop, save), serves one
-process and data-parallel workers alike: a
-:class:`Communicator` says which shard of the images this process relearns on and averages the
-gradients of each step over the workers (:class:`LocalCommunicator`: one process, no-op;
-``cineprop.relearn.distributed``: Ray Train workers over ``torch.distributed``). Every worker
-keeps an identical student and optimiser; rank 0 writes the checkpoints.
+One loop, :func:`run_collection` (a :class:`CollectionRun`: prepare, resume, step loop, save),
+serves one process and data-parallel workers alike: a :class:`Communicator` says which shard of the
+images this process relearns on and averages the gradients of each step over the workers
+(:class:`LocalCommunicator`: one process, no-op; ``cineprop.relearn.distributed``: Ray Train workers
+over ``torch.distributed``). Every worker keeps an identical student and optimiser; rank 0 writes the checkpoints.
 """
 
 from __future__ import annotations

@@ -85,26 +85,3 @@ def sources_from_pairs(pairs: Sequence[tuple[str | Path, str | Path]]) -> list[C
     if not out:
         raise InputError("no (image, painted label) pairs to relearn on")
     return out
-
-
-def relearn_pairs(pairs: Sequence[tuple[str | Path, str | Path]], out: str | Path, checkpoint: str | None = None,
-                  config: RelearnConfig = RelearnConfig(), steps_per_cine: int = 4, save_every: int = 50,
-                  resume: bool = False, device: str = "cpu", progress: bool = True,
-                  on_step: Callable[[int, int, dict], None] | None = None) -> dict:
-    """Relearn over explicit ``(image, painted label)`` file pairs (every painted frame is support).
-
-    The MONAI Label train task ``cineprop_relearn`` calls this with the datastore's studies and
-    their saved support (or final) labels. ``on_step(step, total steps, loss terms)`` after each step
-    (the terms are floats; the history entry's ``cine`` name is left out).
-    """
-    job = CollectionJob(data_dir=Path("."), out=Path(out), checkpoint=checkpoint, config=config,
-                        steps_per_cine=steps_per_cine, save_every=save_every, resume=resume, device=device,
-                        pairs=tuple((Path(i), Path(p)) for i, p in pairs))
-    job.sources()                                   # missing files are an error before any model loads
-    with progress_bar(job, progress) as bar:
-        def step_done(step: int, terms: dict) -> None:
-            bar(step, terms)
-            if on_step is not None:
-                on_step(step, config.steps, {k: v for k, v in terms.items() if k != "cine"})
-
-        return run_collection(job, LocalCommunicator(), step_done)

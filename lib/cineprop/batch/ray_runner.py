@@ -1,6 +1,6 @@
 """Running a batch on Ray: a pool of actors, one propagator each, fed with bounded in-flight work.
 
-Scheduling (the driver's loop):
+Scheduling (the driver's loop, :meth:`ActorPool.run`; :func:`run_on_ray` is its one-call form):
 
 * ``workers`` actors (:class:`~cineprop.batch.work.CineWorker` wrapped by ``ray.remote``), each built
   once with the job's method; each reserves ``cpus_per_worker`` CPUs (and ``gpus_per_worker`` GPUs,

@@ -45,20 +45,18 @@ def run_once(mode: str, args: argparse.Namespace, work: Path) -> dict:
     load = os.getloadavg()[0]
     start = time.time()
     threads = torch.get_num_threads()
+    job = CollectionJob(data_dir=Path(args.data), out=out, checkpoint=args.checkpoint, config=config, frames="first",
+                        shots=1, steps_per_cine=args.steps_per_cine, save_every=args.steps, resume=False,
+                        limit=args.limit, split_file=Path(args.split_file) if args.split_file else None,
+                        split=args.split)
     if mode.startswith("single"):
         if mode == "single-1t":
             torch.set_num_threads(1)
         try:
-            summary = relearn_collection(args.data, out, args.checkpoint, config, frames="first", shots=1,
-                                         steps_per_cine=args.steps_per_cine, save_every=args.steps, resume=False,
-                                         limit=args.limit, progress=False, split_file=args.split_file,
-                                         split=args.split)
+            summary = relearn_collection(job, progress=False)
         finally:
             torch.set_num_threads(threads)
     else:
-        job = CollectionJob(Path(args.data), out, args.checkpoint, config, frames="first", shots=1,
-                            steps_per_cine=args.steps_per_cine, save_every=args.steps, resume=False, limit=args.limit,
-                            split_file=Path(args.split_file) if args.split_file else None, split=args.split)
         summary = relearn_distributed(job, args.workers, cpus_per_worker=args.cpus_per_worker, progress=False,
                                       log=lambda line: None)
     wall = time.time() - start

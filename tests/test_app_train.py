@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from cineprop.checkpoints import load_model
+from cineprop.model import FewShotSegmenter, VideoSegmenter
 from servers import TRAIN_STUDIES, TRAIN_SUPPORTED, wait_for_training
 
 pytestmark = pytest.mark.slow
@@ -90,7 +91,7 @@ def test_relearn_publishes_a_checkpoint_the_next_inference_uses(cineprop_train_s
     record = _train(server, "cineprop_relearn", {"steps": "3", "steps_per_cine": 1})
     assert record["status"] == "DONE", "\n".join(record["details"])
     model, payload = load_model(published)
-    assert payload["kind"] == "relearn" and model.tau is not None and payload["meta"]["steps"] == 3
+    assert payload["kind"] == "relearn" and isinstance(model, VideoSegmenter) and payload["meta"]["steps"] == 3
     assert payload["meta"]["studies"] == list(TRAIN_SUPPORTED)
     stats = _info(server)["train_stats"]["cineprop_relearn"]
     assert stats["published"] and stats["checkpoint"] == str(published) and stats["steps"] == 3
@@ -130,7 +131,7 @@ def test_image_training_publishes_only_when_validation_improves(cineprop_train_s
     stats = _info(server)["train_stats"]["cineprop_image"]
     assert stats["published"] and stats["val_after"] > stats["val_before"], stats
     model, payload = load_model(published)
-    assert payload["kind"] == "image" and getattr(model, "tau", None) is None
+    assert payload["kind"] == "image" and type(model) is FewShotSegmenter
     assert payload["meta"]["finetune"]["val_after"] == pytest.approx(stats["val_after"])
     if relearned:                                                             # the replaced checkpoint is kept
         assert hashlib.sha1((model_dir / "cineprop.prev.pt").read_bytes()).hexdigest() == relearned

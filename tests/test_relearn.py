@@ -10,7 +10,8 @@ import torch
 
 from cineprop.errors import CinepropError
 from cineprop.io import Cine
-from cineprop.relearn import ConsistencyRelearner, RelearnConfig, TemporalAttentionUnit, attach_tau
+from cineprop.model import FewShotSegmenter, TemporalAttentionUnit, VideoSegmenter
+from cineprop.relearn import ConsistencyRelearner, RelearnConfig
 from cineprop.relearn.clip import build_clip, run_stage1
 from cineprop.relearn.propagator import collapse_check
 from cineprop.relearn.video import plan_item, predict
@@ -58,7 +59,7 @@ def test_two_stage_output_equals_the_image_model_before_relearning(model, staged
     clip = build_clip(session, stage1, RelearnConfig())
     probs, feats = predict(model, clip)
     student = ConsistencyRelearner(model, RelearnConfig()).new_student()
-    assert student.tau is not None and getattr(model, "tau", None) is None     # the caller's model is untouched
+    assert isinstance(student, VideoSegmenter) and type(model) is FewShotSegmenter  # the caller's model is untouched
     probs_tau, feats_tau = predict(student, clip)
     assert torch.equal(probs, probs_tau) and torch.equal(feats, feats_tau)
     result = ConsistencyRelearner(model, RelearnConfig(steps=0)).adapt(clip)
@@ -155,9 +156,20 @@ def test_collapse_guard_flags_a_constructed_collapse():
     assert list(dropped) == [1] and "without themselves" in dropped[1]
 
 
-def test_attach_tau_is_idempotent_and_seeded(model):
-    a = attach_tau(copy.deepcopy(model), seed=3)
-    b = attach_tau(copy.deepcopy(model), seed=3)
-    tau = a.tau
-    assert attach_tau(a).tau is tau
+def test_video_model_from_image_copies_it_and_seeds_its_tau(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(11)
+    stream = torch.get_rng_state()
+    a, b = VideoSegmenter.from_image(model, seed=3), VideoSegmenter.from_image(model, seed=3)
+    assert torch.equal(torch.get_rng_state(), stream)                          # the caller's random stream
     assert all(torch.equal(x, y) for x, y in zip(a.tau.state_dict().values(), b.tau.state_dict().values()))
+    assert not torch.equal(a.tau.query.weight, VideoSegmenter.from_image(model, seed=4).tau.query.weight)
+    image_part = {k: v for k, v in a.state_dict().items() if not k.startswith("tau.")}
+    assert image_part.keys() == before.keys() and all(torch.equal(image_part[k], before[k]) for k in before)
+    next(a.fusion.parameters()).data += 1.0                                    # a copy: the image model is untouched
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    again = VideoSegmenter.from_image(a)                                       # a video model keeps its TAU
+    assert all(torch.equal(x, y) for x, y in zip(again.state_dict().values(), a.state_dict().values()))
+    assert a.temporal_window == model.config.tau_window and model.temporal_window == 0
+    x = torch.randn(1, 3, model.config.decoder[2], 4, 4)
+    assert model.temporal_attend(x) is x and torch.equal(a.temporal_attend(x), x)  # identity before relearning

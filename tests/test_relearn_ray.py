@@ -15,8 +15,9 @@ import torch
 
 from cineprop.checkpoints import load_model, read_checkpoint, save_checkpoint
 from cineprop.cli import main
-from cineprop.engine import ModelPropagator
 from cineprop.io import Cine, Geometry, Volume, write_image, write_label
+from cineprop.methods import build_propagator
+from cineprop.model import VideoSegmenter
 from cineprop.relearn import ConsistencyRelearner, RelearnConfig
 from cineprop.support import select_support
 from ray_helpers import ray_processes
@@ -105,10 +106,10 @@ def test_two_workers_relearn_load_and_resume_exactly(local_ray, cine_folder, ima
 
     # it loads as the "model" method and runs the two-stage inference
     model, payload = load_model(straight)
-    assert model.tau is not None and payload["kind"] == "relearn"
+    assert isinstance(model, VideoSegmenter) and payload["kind"] == "relearn"
     frames, truth = shifted_cine(5, frames=6)
     support = select_support(truth, "first")
-    result = ModelPropagator(checkpoint=str(straight)).propagate(Cine(frames), support)
+    result = build_propagator("model", checkpoint=str(straight)).propagate(Cine(frames), support)
     assert result.details["two_stage"] and result.labels.shape == truth.shape
     for k in support.labels:                     # painted frames stay as painted
         for f in support.frames_of(k):

@@ -10,11 +10,12 @@ import torch
 
 from cineprop.checkpoints import load_model, read_checkpoint, save_checkpoint
 from cineprop.cli import main
-from cineprop.engine import ModelPropagator
 from cineprop.evaluate import looped
 from cineprop.io import Cine, Geometry, Volume, read_image, write_image, write_label
 from cineprop.methods import build_propagator
 from cineprop.metrics import flagging_summary, score_label
+from cineprop.model import FewShotSegmenter, VideoSegmenter
+from cineprop.relearn.propagator import TwoStagePropagator
 from cineprop.relearn.video import predict
 from cineprop.session import PropagationSession, SessionConfig
 from cineprop.support import query_frames, select_support
@@ -101,12 +102,12 @@ def test_cineprop_relearn_writes_a_resumable_loadable_checkpoint(cine_folder, im
     last = read_checkpoint(out.with_name("relearned.last.pt"))["extra_state"]
     assert first["step"] == 3 and last["step"] == 5 and last["history"][:3] == first["history"]
     model, payload = load_model(out)
-    assert payload["kind"] == "relearn" and model.tau is not None and payload["meta"]["steps"] == 5
+    assert payload["kind"] == "relearn" and isinstance(model, VideoSegmenter) and payload["meta"]["steps"] == 5
     image = tiny_image_model().state_dict()
     assert all(torch.equal(v, image[k]) for k, v in payload["extra_state"]["stage1_state_dict"].items())
     # --method model with a relearned checkpoint runs the two-stage inference
-    propagator = ModelPropagator(checkpoint=str(out))
-    assert propagator.two_stage is not None
+    propagator = build_propagator("model", checkpoint=str(out))
+    assert isinstance(propagator, TwoStagePropagator)
     frames, truth = shifted_cine(5, frames=8)
     support = select_support(truth, "first")
     result = propagator.propagate(Cine(frames), support)
@@ -189,7 +190,7 @@ def test_relearn_pairs_takes_explicit_files_and_restarts_from_stored_image_weigh
     assert payload["kind"] == "relearn" and payload["meta"]["studies"] == ["case2", "case5"]
     # a relearn checkpoint as the start: its stored image weights, not the relearned layers, are the teacher
     image, image_payload = load_image_model(tmp_path / "a.pt")
-    assert image_payload["kind"] == "image" and getattr(image, "tau", None) is None
+    assert image_payload["kind"] == "image" and type(image) is FewShotSegmenter
     tiny = tiny_image_model().state_dict()
     assert all(torch.equal(v, tiny[k]) for k, v in image.state_dict().items())
     relearn_pairs(pairs, tmp_path / "b.pt", str(tmp_path / "a.pt"), RelearnConfig(steps=1), progress=False)

@@ -10,6 +10,9 @@ types in :data:`ALLOWED_GLOBALS`, which resumable training state holds). A file 
 else (a pickled class, a function: what a planted checkpoint uses to run code) is refused with a
 :class:`~cineprop.errors.CheckpointError` before any of it is built. :func:`save_checkpoint` reads
 what it wrote back the same way, so it never writes a checkpoint the loader would refuse.
+
+The ``kind`` chooses the model class :func:`load_model` builds; a ``relearn`` checkpoint also
+stores the image weights its stage 1 runs, read in one place, :func:`image_model_of`.
 """
 
 from __future__ import annotations
@@ -104,53 +107,66 @@ def read_checkpoint(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return payload
 
 
+def _model_class(kind: str | None, path) -> type:
+    """The model class a checkpoint ``kind`` holds: ``image`` → :class:`~cineprop.model.FewShotSegmenter`,
+    ``relearn`` → :class:`~cineprop.model.VideoSegmenter` (state dict keys ``tau.*`` for its TAU)."""
+    from cineprop.model import FewShotSegmenter, VideoSegmenter
+
+    classes = {"image": FewShotSegmenter, "relearn": VideoSegmenter}
+    if kind not in classes:
+        raise CheckpointError(where(path, f"unknown checkpoint kind {kind!r} (expected one of {sorted(classes)})"))
+    return classes[kind]
+
+
+def _load_weights(model: torch.nn.Module, state: dict, path, what: str) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(where(path, f"{what} do not match the model: missing {missing[:3]}, "
+                                          f"unexpected {unexpected[:3]}"))
+
+
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
     """Build the model a checkpoint describes and load its weights strictly; eval mode.
 
-    Returns ``(model, payload)``. An ``image`` checkpoint gives a
-    :class:`~cineprop.model.FewShotSegmenter`; a ``relearn`` checkpoint one with its Temporal
-    Attention Unit attached.
+    Returns ``(model, payload)``. The checkpoint's ``kind`` chooses the class: ``image`` gives a
+    :class:`~cineprop.model.FewShotSegmenter`, ``relearn`` a :class:`~cineprop.model.VideoSegmenter`
+    (its stage-1 image model: :func:`image_model_of`).
     """
-    from cineprop.model import FewShotSegmenter, ModelConfig
+    from cineprop.model import ModelConfig
 
     payload = read_checkpoint(path)
-    config = ModelConfig.from_dict(payload["config"])
-    model = FewShotSegmenter(config)
-    if payload.get("kind") == "relearn":
-        from cineprop.relearn.tau import attach_tau
-
-        attach_tau(model)
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(where(path or BUNDLED, f"weights do not match the model: missing {missing[:3]}, "
-                                                      f"unexpected {unexpected[:3]}"))
+    model = _model_class(payload.get("kind", "image"), path or BUNDLED)(ModelConfig.from_dict(payload["config"]))
+    _load_weights(model, payload["state_dict"], path or BUNDLED, "weights")
     return model.to(device).eval(), payload
 
 
-def load_image_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
-    """The image-phase model of any checkpoint, for training that starts from what is being served.
+def image_model_of(model: torch.nn.Module, payload: dict[str, Any], path: str | os.PathLike | None = None):
+    """The image-phase model of a loaded checkpoint: what stage 1 runs, and what training starts from.
 
-    An ``image`` checkpoint loads as :func:`load_model` does. A ``relearn`` checkpoint gives the
-    image weights its stage 1 runs (``extra_state["stage1_state_dict"]``, the model relearning
-    started from); its TAU and relearned layers are left out. Returns ``(model, payload)`` where
-    ``payload`` describes the image model: ``kind`` ``"image"``, ``meta`` the image model's meta
-    (for a relearn checkpoint its ``image_meta``, plus ``relearned_from`` with the relearn meta).
+    Of an ``image`` checkpoint, ``(model, payload)`` unchanged. Of a ``relearn`` checkpoint, the
+    image weights it stores (``extra_state["stage1_state_dict"]``, the model relearning started
+    from; its TAU and relearned layers left out), on ``model``'s device in eval mode, with a
+    payload describing it: ``kind`` ``"image"``, ``meta`` the image model's meta (the relearn
+    checkpoint's ``image_meta``, plus ``relearned_from`` with the relearn meta).
     """
     from cineprop.model import FewShotSegmenter
 
-    model, payload = load_model(path, device)
     if payload.get("kind") != "relearn":
         return model, payload
+    where_from = path or "relearn checkpoint"
     state = (payload.get("extra_state") or {}).get("stage1_state_dict")
     if state is None:
-        raise CheckpointError(where(path or BUNDLED, "relearn checkpoint without the image weights it started from"))
+        raise CheckpointError(where(where_from, "relearn checkpoint without the image weights it started from"))
     image = FewShotSegmenter(model.config)
-    missing, unexpected = image.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(where(path or BUNDLED, f"stored image weights do not match the model: missing "
-                                                      f"{missing[:3]}, unexpected {unexpected[:3]}"))
+    _load_weights(image, state, where_from, "stored image weights")
     meta = payload.get("meta") or {}
     image_payload = {"format": FORMAT, "kind": "image", "config": payload["config"],
                      "meta": dict(meta.get("image_meta") or {}, relearned_from={
                          k: v for k, v in meta.items() if k != "image_meta"})}
-    return image.to(device).eval(), image_payload
+    return image.to(next(model.parameters()).device).eval(), image_payload
+
+
+def load_image_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """The image-phase model of any checkpoint (:func:`image_model_of` of :func:`load_model`)."""
+    model, payload = load_model(path, device)
+    return image_model_of(model, payload, path or BUNDLED)

@@ -20,7 +20,7 @@ _REGISTRY: dict[str, str] = {
     "interpolate": "cineprop.interpolation:InterpolatePropagator",
     "flow": "cineprop.baselines:FlowPropagator",
     "demons": "cineprop.baselines:DemonsPropagator",
-    "model": "cineprop.engine:ModelPropagator",
+    "model": "cineprop.methods:learned_propagator",
     "relearn": "cineprop.relearn.propagator:RelearnPropagator",
 }
 
@@ -33,6 +33,61 @@ _DESCRIPTIONS: dict[str, str] = {
     "relearn": "per-cine test-time spatiotemporal consistency relearning of the image model, then two-stage "
                "inference (options: --steps, --option KEY=VALUE)",
 }
+
+
+#: ``--method model``'s propagator by checkpoint kind (the kind also chose the model class it loads)
+_LEARNED_BY_KIND: dict[str, str] = {
+    "image": "cineprop.engine:ModelPropagator",
+    "relearn": "cineprop.relearn.propagator:TwoStagePropagator",
+}
+
+
+def learned_propagator(checkpoint: str | None = None, device: str = "cpu", memory: bool = True,
+                       flag_threshold: float | None = None, config: Any = None,
+                       options: dict | None = None) -> Propagator:
+    """``--method model``: load the checkpoint once; its kind picks the propagator.
+
+    An ``image`` checkpoint propagates with sessions (:class:`~cineprop.engine.ModelPropagator`),
+    a ``relearn`` one with the video model's two-stage inference
+    (:class:`~cineprop.relearn.propagator.TwoStagePropagator`).
+
+    Args:
+        checkpoint: a ``.pt`` written by ``cineprop train-image``/``relearn``; default the bundled one.
+        device: torch device string.
+        memory: feed confident predictions back as memory (see :class:`~cineprop.session.SessionConfig`).
+        flag_threshold: confidence below which frames are flagged.
+        config: a :class:`~cineprop.session.SessionConfig` to start from.
+        options: its fields by name (strings are converted), e.g. ``{"memory_threshold": "0"}``
+            from ``--option memory_threshold=0``.
+    """
+    from dataclasses import replace
+
+    from cineprop.checkpoints import load_model
+    from cineprop.session import SessionConfig
+    from cineprop.threads import configure_threads
+
+    configure_threads(device)
+    model, payload = load_model(checkpoint, device)
+    session_config = replace(config or SessionConfig(), memory=memory).with_options(dict(options or {}))
+    if flag_threshold is not None:
+        session_config = replace(session_config, flag_threshold=float(flag_threshold))
+    return _load(_LEARNED_BY_KIND[payload.get("kind", "image")])(model, payload, device, session_config)
+
+
+def _session_option_names() -> list[str]:
+    """Names ``--option`` may set for ``model``: the :class:`~cineprop.session.SessionConfig` fields."""
+    from cineprop.session import SessionConfig
+
+    return list(SessionConfig.__dataclass_fields__)
+
+
+learned_propagator.option_names = _session_option_names  # type: ignore[attr-defined]
+
+
+def _load(target: str) -> Callable[..., Any]:
+    """The callable named ``"module:attr"`` (imported on first use)."""
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def register(name: str, target: str, description: str) -> None:
@@ -54,8 +109,7 @@ def build_propagator(name: str, **options: Any) -> Propagator:
     """
     if name not in _REGISTRY:
         raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    module_name, attr = _REGISTRY[name].split(":")
-    factory: Callable[..., Propagator] = getattr(importlib.import_module(module_name), attr)
+    factory: Callable[..., Propagator] = _load(_REGISTRY[name])
     options = {k: v for k, v in options.items() if v is not None}
     try:
         inspect.signature(factory).bind(**options)
@@ -72,8 +126,7 @@ def supported_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """
     if name not in _REGISTRY:
         raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    module_name, attr = _REGISTRY[name].split(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+    factory = _load(_REGISTRY[name])
     params = inspect.signature(factory).parameters
     out = {k: v for k, v in options.items() if k in params}
     if out.get("options"):
@@ -90,8 +143,7 @@ def options(name: str) -> frozenset[str] | None:
     """
     if name not in _REGISTRY:
         raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    module_name, attr = _REGISTRY[name].split(":")
-    parameters = inspect.signature(getattr(importlib.import_module(module_name), attr)).parameters.values()
+    parameters = inspect.signature(_load(_REGISTRY[name])).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         return None
     return frozenset(p.name for p in parameters

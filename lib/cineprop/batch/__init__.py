@@ -2,7 +2,8 @@
 
 * :mod:`cineprop.batch.plan` — which cines, which support volume, where results go; resume checks.
 * :mod:`cineprop.batch.work` — :class:`CineWorker`: one propagator, one cine at a time, files in and out.
-* :mod:`cineprop.batch.ray_runner` — the actor pool: bounded in-flight work, retries, lost workers.
+* :mod:`cineprop.batch.ray_runner` — the actor pool (``ActorPool``): bounded in-flight work, retries,
+  lost workers.
 * :mod:`cineprop.batch.cluster` — starting or joining Ray (reusable by collection relearning).
 * :mod:`cineprop.batch.manifest` — manifest CSV, result journal, event log.
 * :mod:`cineprop.batch.runner` — :func:`run_batch`, what ``cineprop batch`` calls.

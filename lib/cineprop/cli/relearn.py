@@ -50,9 +50,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cineprop.cli.common import parse_options
     from cineprop.errors import CinepropError
-    from cineprop.relearn.collection import relearn_collection
+    from cineprop.relearn.collection import CollectionJob, relearn_collection
     from cineprop.relearn.config import RelearnConfig
 
     if args.shots < 1 or args.steps_per_cine < 1 or args.save_every < 1:
@@ -67,19 +69,16 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     config = RelearnConfig().with_options(options)
+    job = CollectionJob(data_dir=Path(args.data_dir), out=Path(args.out), checkpoint=args.checkpoint, config=config,
+                        support_from=args.support_from, frames=args.frames, shots=args.shots,
+                        steps_per_cine=args.steps_per_cine, save_every=args.save_every, resume=not args.no_resume,
+                        limit=args.limit, device=args.device,
+                        split_file=Path(args.split_file) if args.split_file else None, split=args.split)
     if args.workers is None:
-        summary = relearn_collection(args.data_dir, args.out, args.checkpoint, config, args.support_from, args.frames,
-                                     args.shots, args.steps_per_cine, args.save_every, not args.no_resume, args.limit,
-                                     args.device, progress=not args.quiet, split_file=args.split_file, split=args.split)
+        summary = relearn_collection(job, progress=not args.quiet)
     else:
-        from pathlib import Path
-
-        from cineprop.relearn.collection import CollectionJob
         from cineprop.relearn.distributed import relearn_distributed
 
-        job = CollectionJob(Path(args.data_dir), Path(args.out), args.checkpoint, config, args.support_from,
-                            args.frames, args.shots, args.steps_per_cine, args.save_every, not args.no_resume,
-                            args.limit, args.device, Path(args.split_file) if args.split_file else None, args.split)
         summary = relearn_distributed(job, args.workers, args.ray_address, args.cpus_per_worker, args.max_failures,
                                       progress=not args.quiet, ship_code=not args.no_ship_code)
     rate = f", {summary['seconds_per_step']:.2f} s/step" if summary.get("seconds_per_step") else ""

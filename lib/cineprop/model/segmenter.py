@@ -2,8 +2,9 @@
 
 ``extract_features`` (backbone F on the query) → ``encode_support`` (backbone on support ⊙ mask)
 → ``pseudo_mask`` (cosine similarity, min-max normalised) → ``fuse`` (cross-resolution fusion) →
-``decode`` (3×3 + 1×1 head). ``forward`` chains them for training. The video phase inserts its
-Temporal Attention Unit between ``fuse`` and ``decode`` (:mod:`cineprop.relearn`).
+``decode`` (3×3 + 1×1 head). ``forward`` chains them for training. Between ``fuse`` and ``decode``
+sits ``temporal_attend``: the identity here (an image model sees each frame alone), the Temporal
+Attention Unit in the video phase's :class:`~cineprop.model.video.VideoSegmenter`.
 
 Shapes: ``R`` is ``config.resolution``; images are ``N×1×R×R`` in [0, 1]; masks ``×1×R×R`` in
 [0, 1]; ``K`` support shots; logits are ``B×2×R×R`` (background, foreground).
@@ -129,6 +130,13 @@ class FewShotSegmenter(nn.Module):
         """
         features, mask = self.pool_support(support, weights)
         return self.fusion(query_features[:3], features, mask, pseudo)
+
+    #: frames of context on each side :meth:`temporal_attend` reads (none: each frame alone)
+    temporal_window = 0
+
+    def temporal_attend(self, fused: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Identity on ``B×T×C×R/2×R/2`` fused features (the video model attends across frames here)."""
+        return fused
 
     def decode(self, fused: torch.Tensor) -> torch.Tensor:
         """Head: ``B×C×R/2×R/2`` → logits ``B×2×R×R``."""

@@ -10,16 +10,16 @@ emulate sparse annotation on fully labelled data). Cines are visited in a seeded
 an interrupted run resumes where it stopped; the result is a checkpoint of kind ``relearn`` that
 stores the image weights for stage 1 and loads with :func:`cineprop.checkpoints.load_model`.
 
-Entry points: :func:`relearn_collection` (a folder, ``cineprop relearn``) and :func:`relearn_pairs`
-(explicit ``(image, painted label)`` file pairs, e.g. the MONAI Label app's datastore). Both start
-from an image checkpoint or from the image weights a ``relearn`` checkpoint stores (relearning is
-redone from the image model, never stacked on an earlier relearning).
+Entry points: :func:`relearn_collection` (a :class:`CollectionJob`, e.g. a folder from ``cineprop
+relearn``) and :func:`relearn_pairs` (explicit ``(image, painted label)`` file pairs, e.g. the MONAI
+Label app's datastore). Both start from an image checkpoint or from the image weights a ``relearn``
+checkpoint stores (relearning is redone from the image model, never stacked on an earlier relearning).
 
-One loop, :func:`run_collection`, serves one process and data-parallel workers alike: a
-:class:`Communicator` says which shard of the images this process relearns on and averages the
-gradients of each step over the workers (:class:`LocalCommunicator`: one process, no-op;
-``cineprop.relearn.distributed``: Ray Train workers over ``torch.distributed``). Every worker
-keeps an identical student and optimiser; rank 0 writes the checkpoints.
+One loop, :func:`run_collection` (a :class:`CollectionRun`: prepare, resume, step loop, save),
+serves one process and data-parallel workers alike: a :class:`Communicator` says which shard of the
+images this process relearns on and averages the gradients of each step over the workers
+(:class:`LocalCommunicator`: one process, no-op; ``cineprop.relearn.distributed``: Ray Train workers
+over ``torch.distributed``). Every worker keeps an identical student and optimiser; rank 0 writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,68 +35,10 @@ from tqdm import tqdm
 
 from cineprop.checkpoints import load_image_model, read_checkpoint, save_checkpoint
 from cineprop.errors import InputError, where
-from cineprop.evaluate import IMAGE_SUFFIXES, LABEL_SUFFIX
-from cineprop.io import labels_for, load_cines, read_label
-from cineprop.io.cine import stem
 from cineprop.relearn.clip import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
-from cineprop.relearn.relearner import ConsistencyRelearner, trainable
-from cineprop.support import SupportSet, select_support
-
-
-@dataclass(frozen=True)
-class CineSource:
-    """One image file and the label file holding its painted frames."""
-
-    id: str
-    image: Path
-    painted: Path
-
-
-def find_sources(data_dir: str | Path, support_from: str = "labels", split_file: str | Path | None = None,
-                 split: str | None = None) -> list[CineSource]:
-    """Images in ``data_dir`` with their painted label files (see the module docstring).
-
-    ``split_file``/``split``: keep only the sequences of that split (a CSV ``sequence,split``).
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise InputError(where(root, "data folder not found"))
-    support_dir = root if support_from == "labels" else Path(support_from)
-    if not support_dir.is_dir():
-        raise InputError(where(support_dir, "support folder not found"))
-    out = []
-    for path in sorted(root.iterdir()):
-        suffix = next((s for s in IMAGE_SUFFIXES if path.name.endswith(s)), None)
-        if suffix is None or path.name[: -len(suffix)].endswith(LABEL_SUFFIX):
-            continue
-        case = path.name[: -len(suffix)]
-        names = [f"{case}{LABEL_SUFFIX}{s}" for s in IMAGE_SUFFIXES]
-        if support_dir != root:
-            names += [f"{case}{s}" for s in IMAGE_SUFFIXES]
-        painted = next((support_dir / n for n in names if (support_dir / n).exists()), None)
-        if painted is not None:
-            out.append(CineSource(case, path, painted))
-    if split_file is not None:
-        from cineprop.training.data import read_split
-
-        wanted = set(read_split(split_file, split))
-        out = [source for source in out if source.id in wanted]
-    if not out:
-        raise InputError(where(support_dir, "no image with a painted label file found"))
-    return out
-
-
-def load_supports(source: CineSource, frames: str = "all", shots: int = 1) -> Iterator[tuple]:
-    """``(cine, support)`` for each cine of a source that has painted frames."""
-    volume, cines = load_cines(source.image)
-    painted = read_label(source.painted, like=volume)
-    for cine in cines:
-        labels = labels_for(painted, cine)
-        if not labels.any():
-            continue
-        support = SupportSet.from_labels(labels) if frames == "all" else select_support(labels, frames, shots)
-        yield cine, support
+from cineprop.relearn.relearner import ClipState, ConsistencyRelearner, trainable
+from cineprop.relearn.sources import CineSource, find_sources, load_supports, sources_from_pairs
 
 
 @dataclass(frozen=True)
@@ -186,6 +128,147 @@ def _sampling_state(rank: int, seed: int, extra: dict | None, world: int, images
     return rng, order, int(mine["position"])
 
 
+class CollectionRun:
+    """One worker's run of a :class:`CollectionJob`: prepare, resume, step loop, save.
+
+    :func:`run_collection` calls the phases in order. Every worker holds an identical student and
+    optimiser; ``save`` is collective (every worker calls it at the same step; rank 0 writes).
+
+    Attributes:
+        step, history: optimisation steps taken (all workers together) and one loss entry per step.
+        visited: cines visited per worker (this worker's count at ``visited[rank]``).
+        rng, order, position: this worker's sampling: its generator, the visiting order of its
+            shard and the position in it.
+    """
+
+    def __init__(self, job: CollectionJob, comm: Communicator):
+        """Prepare: this worker's shard, the teacher (image weights), the relearner and a fresh student."""
+        self.job, self.comm, self.config = job, comm, job.config
+        self.sources = job.sources()
+        if len(self.sources) < comm.world:
+            raise InputError(where(job.data_dir, f"{len(self.sources)} image(s) for {comm.world} workers: "
+                                                 f"use at most {len(self.sources)} workers"))
+        self.shard = self.sources[comm.rank::comm.world]
+        self.teacher, payload = load_image_model(job.checkpoint, job.device)  # a relearn checkpoint: its image weights
+        self.relearner = ConsistencyRelearner(self.teacher, self.config)
+        torch.manual_seed(self.config.seed)
+        self.student = self.relearner.new_student()
+        self.meta = {"relearn_config": self.config.to_dict(), **job.describe(self.sources), "frames": job.frames,
+                     "shots": job.shots, "steps_per_cine": job.steps_per_cine, "workers": comm.world,
+                     "image_checkpoint": str(job.checkpoint) if job.checkpoint else "bundled",
+                     "image_meta": payload.get("meta", {})}
+        self.stage1_state = {k: v.detach().cpu() for k, v in self.teacher.state_dict().items()}
+        self.step, self.history, self.visited = 0, [], [0] * comm.world
+        self.rng: np.random.Generator | None = None              # set by resume(), with order and position
+        self.order, self.position = [], 0
+        self.optimiser: torch.optim.Optimizer | None = None
+        self.seconds = self.preparing = 0.0
+        self.first_step = 0
+
+    def resume(self, params: list[torch.nn.Parameter]) -> None:
+        """Create the optimiser over ``params``; continue from ``OUT.last.pt`` when resuming and it exists."""
+        job, comm, config = self.job, self.comm, self.config
+        saved = read_checkpoint(job.last) if job.resume and job.last.exists() else None
+        extra = saved["extra_state"] if saved else None
+        if extra:
+            self.step, self.history = extra["step"], extra["history"]
+        visited = list(extra.get("visited", [])) if extra else []
+        if len(visited) != comm.world:  # a fresh run, or another number of workers: the count goes on on rank 0
+            visited = [sum(visited)] + [0] * (comm.world - 1)
+        self.visited = visited
+        self.optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if saved:
+            self.student.load_state_dict(saved["state_dict"])
+            self.optimiser.load_state_dict(extra["optimiser"])
+        self.rng, self.order, self.position = _sampling_state(comm.rank, config.seed, extra, comm.world,
+                                                              len(self.shard))
+        comm.broadcast_module(self.student)     # one starting point for every worker, whatever happened before
+        self.first_step = self.step
+
+    def loop(self, params: list[torch.nn.Parameter], on_step: Callable[[int, dict], None] | None) -> None:
+        """Visit cines of the shard in the seeded order, ``steps_per_cine`` steps each, until ``config.steps``."""
+        start = time.time()
+        stepped_this_pass = True
+        while self.step < self.config.steps:
+            if self.position >= len(self.order):
+                if self.order and not stepped_this_pass:
+                    names = ", ".join(s.id for s in self.shard[:3])
+                    raise InputError(where(self.job.data_dir if self.job.pairs is None else names,
+                                           f"nothing to relearn on: no painted frame in {len(self.shard)} label "
+                                           f"file(s)"))
+                self.order = [int(i) for i in self.rng.permutation(len(self.shard))]
+                self.position, stepped_this_pass = 0, False
+            source = self.shard[self.order[self.position]]
+            self.position += 1
+            stepped_this_pass |= self._relearn_on(source, params, on_step)
+        self.seconds = time.time() - start
+
+    def _relearn_on(self, source: CineSource, params: list[torch.nn.Parameter],
+                    on_step: Callable[[int, dict], None] | None) -> bool:
+        """The steps on each painted cine of ``source``; whether it had one."""
+        job, config = self.job, self.config
+        loading, any_cine = time.time(), False
+        for cine, support in load_supports(source, job.frames, job.shots):
+            session, stage1 = run_stage1(self.teacher, cine, support, device=job.device)
+            state = self.relearner.prepare(build_clip(session, stage1, config, training=True))
+            self.preparing += time.time() - loading
+            self.visited[self.comm.rank] += 1
+            any_cine = True
+            for _ in range(min(job.steps_per_cine, config.steps - self.step)):
+                self._step(state, cine.name, params, on_step)
+            if self.step >= config.steps:
+                break
+            loading = time.time()
+        return any_cine
+
+    def _step(self, state: ClipState, cine_name: str, params: list[torch.nn.Parameter],
+              on_step: Callable[[int, dict], None] | None) -> None:
+        """One optimisation step in step with the other workers (gradients averaged); saves every ``save_every``."""
+        loss, terms = self.relearner.step(self.student, state, self.rng)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        self.comm.average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        self.optimiser.step()
+        self.step += 1
+        entry = _mean_terms(self.comm.gather(dict(terms, cine=cine_name)))
+        self.history.append(entry)
+        if on_step is not None:
+            on_step(self.step, entry)
+        if self.step % self.job.save_every == 0:
+            self.save(self.job.last, final=False)
+
+    def save(self, path: Path, final: bool) -> None:
+        """Write ``path`` (collective). ``final``: the result (student and stage-1 weights); else also the state
+        to resume from (optimiser, step, history, every worker's sampling state and visit count)."""
+        comm = self.comm
+        mine = dict(order=self.order, position=self.position, rng=self.rng.bit_generator.state,
+                    torch_rng=torch.get_rng_state())
+        ranks, seen = comm.gather(mine), comm.gather(self.visited[comm.rank])
+        if comm.rank != 0:
+            return
+        extra_state = {"stage1_state_dict": self.stage1_state}
+        if not final:
+            extra_state.update(optimiser=self.optimiser.state_dict(), step=self.step, history=self.history,
+                               ranks=ranks, visited=seen, workers=comm.world)
+        meta = dict(self.meta, steps=self.step, history_tail=self.history[-5:])
+        save_checkpoint(path, self.student, "relearn", meta, extra_state)
+
+    def finish(self) -> None:
+        """Check the workers agree, total the visits, write ``OUT.last.pt`` and ``OUT`` (collective)."""
+        _check_in_sync(self.comm, self.student)
+        self.visited = self.comm.gather(self.visited[self.comm.rank])
+        self.save(self.job.last, final=False)
+        self.save(self.job.out, final=True)
+
+    def summary(self) -> dict:
+        ran = self.step - self.first_step
+        return {"out": str(self.job.out), "last": str(self.job.last), "steps": self.step, "steps_run": ran,
+                "cines": len(self.sources), "workers": self.comm.world, "cines_visited": int(sum(self.visited)),
+                "minutes": self.seconds / 60.0, "seconds_per_step": self.seconds / ran if ran else None,
+                "prepare_seconds": self.preparing, "final_loss": self.history[-1] if self.history else None}
+
+
 def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
                    on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Relearn on this worker's shard (``sources[rank::world]``) in step with the other workers.
@@ -193,91 +276,12 @@ def run_collection(job: CollectionJob, comm: Communicator = LocalCommunicator(),
     ``on_step(step, terms)`` is called after each optimisation step (rank 0 wires it to a progress
     bar). Returns this worker's summary; every worker returns the same ``steps`` and final loss.
     """
-    config, out, last = job.config, job.out, job.last
-    sources = job.sources()
-    if len(sources) < comm.world:
-        raise InputError(where(job.data_dir, f"{len(sources)} image(s) for {comm.world} workers: "
-                                             f"use at most {len(sources)} workers"))
-    shard = sources[comm.rank::comm.world]
-    teacher, payload = load_image_model(job.checkpoint, job.device)    # a relearn checkpoint: its image weights
-    relearner = ConsistencyRelearner(teacher, config)
-    torch.manual_seed(config.seed)
-    student = relearner.new_student()
-    saved = read_checkpoint(last) if job.resume and last.exists() else None
-    extra = saved["extra_state"] if saved else None
-    step, history = (extra["step"], extra["history"]) if extra else (0, [])
-    visited = list(extra.get("visited", [])) if extra else []
-    if len(visited) != comm.world:     # a fresh run, or another number of workers: the count goes on on rank 0
-        visited = [sum(visited)] + [0] * (comm.world - 1)
-    with trainable(student, config.train) as params:
-        optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        if saved:
-            student.load_state_dict(saved["state_dict"])
-            optimiser.load_state_dict(extra["optimiser"])
-        rng, order, position = _sampling_state(comm.rank, config.seed, extra, comm.world, len(shard))
-        comm.broadcast_module(student)          # one starting point for every worker, whatever happened before
-        meta = {"relearn_config": config.to_dict(), **job.describe(sources), "frames": job.frames, "shots": job.shots,
-                "steps_per_cine": job.steps_per_cine, "workers": comm.world,
-                "image_checkpoint": str(job.checkpoint) if job.checkpoint else "bundled",
-                "image_meta": payload.get("meta", {})}
-        stage1_state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-
-        def save(path: Path, final: bool) -> None:  # collective: every worker calls it at the same step
-            mine = dict(order=order, position=position, rng=rng.bit_generator.state, torch_rng=torch.get_rng_state())
-            ranks, seen = comm.gather(mine), comm.gather(visited[comm.rank])
-            if comm.rank != 0:
-                return
-            extra_state = {"stage1_state_dict": stage1_state}
-            if not final:
-                extra_state.update(optimiser=optimiser.state_dict(), step=step, history=history, ranks=ranks,
-                                   visited=seen, workers=comm.world)
-            save_checkpoint(path, student, "relearn", dict(meta, steps=step, history_tail=history[-5:]), extra_state)
-
-        start, first_step, preparing = time.time(), step, 0.0
-        stepped_this_pass = True
-        while step < config.steps:
-            if position >= len(order):
-                if order and not stepped_this_pass:
-                    names = ", ".join(s.id for s in shard[:3])
-                    raise InputError(where(job.data_dir if job.pairs is None else names,
-                                           f"nothing to relearn on: no painted frame in {len(shard)} label file(s)"))
-                order, position, stepped_this_pass = [int(i) for i in rng.permutation(len(shard))], 0, False
-            source = shard[order[position]]
-            position += 1
-            loading = time.time()
-            for cine, support in load_supports(source, job.frames, job.shots):
-                session, stage1 = run_stage1(teacher, cine, support, device=job.device)
-                state = relearner.prepare(build_clip(session, stage1, config, training=True))
-                preparing += time.time() - loading
-                visited[comm.rank] += 1
-                stepped_this_pass = True
-                for _ in range(min(job.steps_per_cine, config.steps - step)):
-                    loss, terms = relearner.step(student, state, rng)
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    comm.average_gradients(params)
-                    torch.nn.utils.clip_grad_norm_(params, 5.0)
-                    optimiser.step()
-                    step += 1
-                    entry = _mean_terms(comm.gather(dict(terms, cine=cine.name)))
-                    history.append(entry)
-                    if on_step is not None:
-                        on_step(step, entry)
-                    if step % job.save_every == 0:
-                        save(last, final=False)
-                if step >= config.steps:
-                    break
-                loading = time.time()
-        seconds = time.time() - start
-        _check_in_sync(comm, student)
-        visited = comm.gather(visited[comm.rank])
-        save(last, final=False)
-        save(out, final=True)
-    ran = step - first_step
-    return {"out": str(out), "last": str(last), "steps": step, "steps_run": ran, "cines": len(sources),
-            "workers": comm.world, "cines_visited": int(sum(visited)), "minutes": seconds / 60.0,
-            "seconds_per_step": seconds / ran if ran else None, "prepare_seconds": preparing,
-            "final_loss": history[-1] if history else None}
+    run = CollectionRun(job, comm)
+    with trainable(run.student, job.config.train) as params:
+        run.resume(params)
+        run.loop(params, on_step)
+        run.finish()
+    return run.summary()
 
 
 def _mean_terms(entries: list[dict]) -> dict:
@@ -304,30 +308,10 @@ def _check_in_sync(comm: Communicator, student: torch.nn.Module) -> None:
         raise RuntimeError(f"data-parallel relearning: the workers' weights differ ({digests})")
 
 
-def relearn_collection(data_dir: str | Path, out: str | Path, checkpoint: str | None = None,
-                       config: RelearnConfig = RelearnConfig(), support_from: str = "labels",
-                       frames: str = "all", shots: int = 1, steps_per_cine: int = 4, save_every: int = 50,
-                       resume: bool = True, limit: int | None = None, device: str = "cpu",
-                       progress: bool = True, split_file: str | Path | None = None, split: str | None = None) -> dict:
-    """Relearn one student over every cine of ``data_dir`` in this process; write ``out`` (kind ``relearn``)."""
-    job = CollectionJob(Path(data_dir), Path(out), checkpoint, config, support_from, frames, shots, steps_per_cine,
-                        save_every, resume, limit, device, None if split_file is None else Path(split_file), split)
+def relearn_collection(job: CollectionJob, progress: bool = True) -> dict:
+    """Relearn one student over every cine of ``job`` in this process; write ``job.out`` (kind ``relearn``)."""
     with progress_bar(job, progress) as on_step:
         return run_collection(job, LocalCommunicator(), on_step)
-
-
-def sources_from_pairs(pairs: Sequence[tuple[str | Path, str | Path]]) -> list[CineSource]:
-    """:class:`CineSource` for explicit ``(image file, painted label file)`` pairs (ids: image stems)."""
-    out = []
-    for image, painted in pairs:
-        image, painted = Path(image), Path(painted)
-        for path in (image, painted):
-            if not path.is_file():
-                raise InputError(where(path, "file not found"))
-        out.append(CineSource(stem(image), image, painted))
-    if not out:
-        raise InputError("no (image, painted label) pairs to relearn on")
-    return out
 
 
 def relearn_pairs(pairs: Sequence[tuple[str | Path, str | Path]], out: str | Path, checkpoint: str | None = None,
@@ -340,8 +324,9 @@ def relearn_pairs(pairs: Sequence[tuple[str | Path, str | Path]], out: str | Pat
     their saved support (or final) labels. ``on_step(step, total steps, loss terms)`` after each step
     (the terms are floats; the history entry's ``cine`` name is left out).
     """
-    job = CollectionJob(Path("."), Path(out), checkpoint, config, "labels", "all", 1, steps_per_cine, save_every,
-                        resume, None, device, pairs=tuple((Path(i), Path(p)) for i, p in pairs))
+    job = CollectionJob(data_dir=Path("."), out=Path(out), checkpoint=checkpoint, config=config,
+                        steps_per_cine=steps_per_cine, save_every=save_every, resume=resume, device=device,
+                        pairs=tuple((Path(i), Path(p)) for i, p in pairs))
     job.sources()                                   # missing files are an error before any model loads
     with progress_bar(job, progress) as bar:
         def step_done(step: int, terms: dict) -> None:

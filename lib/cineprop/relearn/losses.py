@@ -11,10 +11,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from cineprop.relearn.tau import pairwise_cosine
 from cineprop.relearn.video import warp
 
 _EPS = 1e-6
+
+
+def pairwise_cosine(features: torch.Tensor) -> torch.Tensor:
+    """Per-pixel cosine similarity of consecutive frames: ``B×T×C×h×w`` → ``B×(T−1)×h×w``."""
+    return F.cosine_similarity(features[:, 1:], features[:, :-1], dim=2, eps=1e-6)
 
 
 def temporal_loss(features: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,9 @@
 * ``relearn`` (:class:`RelearnPropagator`): per-cine test-time relearning — stage 1 with the image
   model, relearn a copy on this cine, predict with the relearned two-stage forward; a collapse
   guard reverts labels whose prediction collapsed to the image model's.
-* ``model`` with a ``relearn`` checkpoint (:class:`TwoStagePropagator`, chosen by
-  :class:`~cineprop.engine.ModelPropagator`): the two-stage forward of a collection-relearned
-  model, no optimisation per cine.
+* ``model`` with a ``relearn`` checkpoint (:class:`TwoStagePropagator`, chosen by the checkpoint's
+  kind in :func:`cineprop.methods.learned_propagator`): the two-stage forward of a
+  collection-relearned :class:`~cineprop.model.VideoSegmenter`, no optimisation per cine.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from cineprop.checkpoints import image_model_of, load_model
 from cineprop.io.cine import Cine
 from cineprop.metrics import dice
+from cineprop.model import FewShotSegmenter, VideoSegmenter
 from cineprop.propagation import Propagation, finish
 from cineprop.relearn.clip import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
@@ -26,18 +28,7 @@ from cineprop.relearn.relearner import ConsistencyRelearner
 from cineprop.relearn.video import ClipEncoder, VideoClip, predict
 from cineprop.session import PropagationSession, SessionConfig, blend_with_flow
 from cineprop.support import SupportSet
-
-
-def stage1_model(model: torch.nn.Module, payload: dict) -> torch.nn.Module:
-    """The image model stage 1 runs: the weights a ``relearn`` checkpoint stored, else ``model`` itself."""
-    state = (payload.get("extra_state") or {}).get("stage1_state_dict")
-    if state is None:
-        return model
-    from cineprop.model import FewShotSegmenter
-
-    image = FewShotSegmenter(model.config)
-    image.load_state_dict(state)
-    return image.to(next(model.parameters()).device).eval()
+from cineprop.threads import configure_threads
 
 
 def collapse_check(stage1: torch.Tensor, relearned: torch.Tensor, query: np.ndarray, config: RelearnConfig,
@@ -101,37 +92,24 @@ def finish_two_stage(clip: VideoClip, probs: torch.Tensor, support: SupportSet, 
     return finish(probabilities, confidence, support, seconds, details, flag_threshold)
 
 
-class _Base:
-    def __init__(self, checkpoint: str | None, device: str | None, flag_threshold: float | None,
-                 session_options: dict[str, Any] | None = None):
-        from cineprop.checkpoints import load_model
-        from cineprop.engine import configure_threads
+class TwoStagePropagator:
+    """Two-stage inference with a relearned video model; see the module docstring.
 
-        self.device = device or "cpu"
-        configure_threads(self.device)
-        self.model, self.payload = load_model(checkpoint, self.device)
-        self.stage1 = stage1_model(self.model, self.payload)
-        session = SessionConfig().with_options(dict(session_options or {}))
-        if flag_threshold is not None:
-            session = replace(session, flag_threshold=float(flag_threshold))
-        self.session_config = session
-
-
-class TwoStagePropagator(_Base):
-    """Two-stage inference with a relearned (TAU-attached) model; see the module docstring."""
+    Args:
+        model: the relearned video model (eval mode, on ``device``).
+        payload: its ``relearn`` checkpoint dict (stage 1's image weights, the relearning recipe).
+        device: torch device string.
+        session_config: stage 1's session settings.
+    """
 
     name = "model"
 
-    def __init__(self, checkpoint: str | None = None, device: str | None = None,
-                 flag_threshold: float | None = None, model: torch.nn.Module | None = None,
-                 payload: dict | None = None, session_config: SessionConfig | None = None):
-        if model is None:
-            super().__init__(checkpoint, device, flag_threshold)
-        else:
-            self.device, self.model, self.payload = device or "cpu", model, payload or {}
-            self.stage1 = stage1_model(model, self.payload)
-            self.session_config = session_config or SessionConfig()
-        recipe = (self.payload.get("meta") or {}).get("relearn_config")
+    def __init__(self, model: VideoSegmenter, payload: dict, device: str = "cpu",
+                 session_config: SessionConfig = SessionConfig()):
+        self.device, self.model, self.payload = device, model, payload
+        self.stage1: FewShotSegmenter = image_model_of(model, payload)[0]
+        self.session_config = session_config
+        recipe = (payload.get("meta") or {}).get("relearn_config")
         self.config = RelearnConfig.from_dict(recipe) if recipe else RelearnConfig()
 
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
@@ -143,7 +121,7 @@ class TwoStagePropagator(_Base):
                                 self.session_config.flag_threshold, session)
 
 
-class RelearnPropagator(_Base):
+class RelearnPropagator:
     """``--method relearn``: relearn a copy of the image model on each cine, then predict with it.
 
     Args:
@@ -168,7 +146,15 @@ class RelearnPropagator(_Base):
                  progress: bool = False):
         options = dict(options or {})
         session_names = set(SessionConfig.__dataclass_fields__)
-        super().__init__(checkpoint, device, flag_threshold, {k: v for k, v in options.items() if k in session_names})
+        self.device = device or "cpu"
+        configure_threads(self.device)
+        #: the teacher: the checkpoint's model (of a ``relearn`` checkpoint, its relearned video model)
+        self.model, self.payload = load_model(checkpoint, self.device)
+        self.stage1: FewShotSegmenter = image_model_of(self.model, self.payload, checkpoint)[0]
+        session = SessionConfig().with_options({k: v for k, v in options.items() if k in session_names})
+        if flag_threshold is not None:
+            session = replace(session, flag_threshold=float(flag_threshold))
+        self.session_config = session
         cfg = (config or RelearnConfig()).with_options({k: v for k, v in options.items() if k not in session_names})
         shortcuts = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
         self.config = cfg.with_options(shortcuts)

@@ -1,7 +1,7 @@
 """Spatiotemporal consistency relearning: ``ConsistencyRelearner(model, config).adapt(clip)``.
 
 The caller's (image) model is the frozen *teacher*: it is never modified. Relearning trains a
-*student* — a copy of it with a Temporal Attention Unit attached — on an explicit parameter
+*student* — a :class:`~cineprop.model.VideoSegmenter` made from a copy of it — on an explicit parameter
 subset (``config.train``), with the stage-2 forward of :mod:`cineprop.relearn.video`; the
 teacher's stage-2 outputs (features ``F*`` entering the head, predictions ``P*``) are the
 consistency targets. Each step draws a window of ``config.window_frames`` consecutive frames (all
@@ -11,7 +11,6 @@ Deterministic for a given seed; stops early when the smoothed loss plateaus.
 
 from __future__ import annotations
 
-import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,17 +22,17 @@ from tqdm import tqdm
 
 from cineprop.flow import FlowField
 from cineprop.metrics import dice
+from cineprop.model import FewShotSegmenter, VideoSegmenter
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.losses import (feature_loss, prediction_loss, pseudo_supervision_loss, segmentation_loss,
                                      temporal_loss, warp_loss)
-from cineprop.relearn.tau import attach_tau, temporal_attend
-from cineprop.relearn.video import ClipEncoder, Item, VideoClip, predict, tau_window, warp_grid
+from cineprop.relearn.video import ClipEncoder, Item, VideoClip, predict, warp_grid
 
 
 class ClipState:
     """Per-clip constants of relearning: the teacher's encoder and targets, flows (all cached)."""
 
-    def __init__(self, clip: VideoClip, teacher: torch.nn.Module):
+    def __init__(self, clip: VideoClip, teacher: FewShotSegmenter):
         self.clip = clip
         self.teacher = teacher
         self.encoder = ClipEncoder(teacher, clip, cache=True)
@@ -77,28 +76,27 @@ class RelearnResult:
     """What :meth:`ConsistencyRelearner.adapt` returns.
 
     Attributes:
-        student: the relearned model (TAU attached, eval mode, no parameter requires grad).
+        student: the relearned video model (eval mode).
         history: per step, the unweighted loss terms and the weighted ``total``.
         steps: steps taken; stopped_early: whether the plateau rule stopped it.
         seconds: wall time of the optimisation (preparation excluded).
     """
 
-    student: torch.nn.Module
+    student: VideoSegmenter
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
 
 
-def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
-    """``{"tau", "fusion", "head", "backbone"}`` → parameters (``tau`` empty without a TAU)."""
-    tau = getattr(model, "tau", None)
-    return {"tau": list(tau.parameters()) if tau is not None else [], "fusion": list(model.fusion.parameters()),
+def parameter_groups(model: VideoSegmenter) -> dict[str, list[torch.nn.Parameter]]:
+    """``{"tau", "fusion", "head", "backbone"}`` → parameters."""
+    return {"tau": list(model.tau.parameters()), "fusion": list(model.fusion.parameters()),
             "head": list(model.head.parameters()), "backbone": list(model.backbone.parameters())}
 
 
 @contextmanager
-def trainable(model: torch.nn.Module, groups: tuple[str, ...]) -> Iterator[list[torch.nn.Parameter]]:
+def trainable(model: VideoSegmenter, groups: tuple[str, ...]) -> Iterator[list[torch.nn.Parameter]]:
     """Make exactly ``groups`` of ``model`` require gradients; restore every flag on exit."""
     before = {p: p.requires_grad for p in model.parameters()}
     chosen = parameter_groups(model)
@@ -117,21 +115,20 @@ def trainable(model: torch.nn.Module, groups: tuple[str, ...]) -> Iterator[list[
 class ConsistencyRelearner:
     """Relearn a copy of ``model`` on one clip (or, step by step, on many; see :mod:`.collection`)."""
 
-    def __init__(self, model: torch.nn.Module, config: RelearnConfig = RelearnConfig(), progress: bool = False):
+    def __init__(self, model: FewShotSegmenter, config: RelearnConfig = RelearnConfig(), progress: bool = False):
         self.teacher = model.eval()
         self.config = config
         self.progress = progress
 
-    def new_student(self) -> torch.nn.Module:
-        """A copy of the teacher with a TAU attached (seeded), in eval mode (batch norm statistics frozen)."""
-        student = attach_tau(copy.deepcopy(self.teacher), seed=self.config.seed)
-        return student.eval()
+    def new_student(self) -> VideoSegmenter:
+        """The teacher's weights in a video model (TAU seeded), in eval mode (batch norm statistics frozen)."""
+        return VideoSegmenter.from_image(self.teacher, seed=self.config.seed).eval()
 
     def prepare(self, clip: VideoClip) -> ClipState:
         return ClipState(clip, self.teacher)
 
     # ---- one step -------------------------------------------------------------------------------
-    def _fused(self, student: torch.nn.Module, state: ClipState, items: list[Item]) -> torch.Tensor:
+    def _fused(self, student: VideoSegmenter, state: ClipState, items: list[Item]) -> torch.Tensor:
         cfg = self.config
         if cfg.fused_frozen:
             return state.fused(items)
@@ -139,7 +136,7 @@ class ConsistencyRelearner:
             return state.encoder.inputs(items).fuse(student)
         return ClipEncoder(student, state.clip, cache=False).inputs(items).fuse(student)
 
-    def step(self, student: torch.nn.Module, state: ClipState, rng: np.random.Generator
+    def step(self, student: VideoSegmenter, state: ClipState, rng: np.random.Generator
              ) -> tuple[torch.Tensor, dict[str, float]]:
         """One relearning step's weighted loss and its unweighted terms (see the module docstring)."""
         cfg, clip = self.config, state.clip
@@ -147,12 +144,12 @@ class ConsistencyRelearner:
         n = min(cfg.window_frames, t)
         start = int(rng.integers(0, t - n + 1))
         stop = start + n
-        w = tau_window(student)
+        w = student.temporal_window
         lo, hi = max(0, start - w), min(t, stop + w)
         items = [clip.grid[s][i] for s in range(num_labels) for i in range(lo, hi)]
         fused = self._fused(student, state, items)
         fused = fused.view(num_labels, hi - lo, *fused.shape[1:])
-        out = temporal_attend(student, fused)[:, start - lo:stop - lo]
+        out = student.temporal_attend(fused)[:, start - lo:stop - lo]
         logits = student.decode(out.flatten(0, 1))
         probs = torch.softmax(logits, 1)[:, 1].view(num_labels, n, *logits.shape[-2:])
         terms: dict[str, torch.Tensor] = {}
@@ -169,7 +166,7 @@ class ConsistencyRelearner:
         if cfg.lambda_tps and clip.augmented is not None:
             aug = [Item(it.slot, clip.augmented + it.query, it.supports, it.memory) for it in items]
             fused_aug = self._fused(student, state, aug).view_as(fused)
-            out_aug = temporal_attend(student, fused_aug)[:, start - lo:stop - lo]
+            out_aug = student.temporal_attend(fused_aug)[:, start - lo:stop - lo]
             terms["tps"] = pseudo_supervision_loss(student.decode(out_aug.flatten(0, 1)), probs.flatten(0, 1),
                                                    cfg.tps_confidence)
         weights = {"t": cfg.lambda_t, "f": cfg.lambda_f, "p": cfg.lambda_p, "s": cfg.lambda_s, "w": cfg.lambda_w,
@@ -179,21 +176,21 @@ class ConsistencyRelearner:
         values["total"] = float(total.detach())
         return total, values
 
-    def _supervised(self, student: torch.nn.Module, state: ClipState, rng: np.random.Generator) -> torch.Tensor:
+    def _supervised(self, student: VideoSegmenter, state: ClipState, rng: np.random.Generator) -> torch.Tensor:
         """``L_s`` on the painted frames predicted without themselves and on deformed copies of them."""
-        clip, w = state.clip, tau_window(student)
+        clip, w = state.clip, student.temporal_window
         logits, targets = [], []
         if clip.exclusive:
             items = [it for it, _ in clip.exclusive]
             own = self._fused(student, state, items)                      # B×C×h×w
             seq, valid = self._context(state, items, own, w)
-            logits.append(student.decode(temporal_attend(student, seq, valid)[:, w]))
+            logits.append(student.decode(student.temporal_attend(seq, valid)[:, w]))
             targets.extend(m for _, m in clip.exclusive)
         if clip.copies and self.config.copies_per_step:
             pick = rng.choice(len(clip.copies), size=min(self.config.copies_per_step, len(clip.copies)), replace=False)
             chosen = [clip.copies[int(i)] for i in sorted(pick)]
             fused = self._fused(student, state, [it for it, _ in chosen])
-            logits.append(student.decode(temporal_attend(student, fused[:, None])[:, 0]))
+            logits.append(student.decode(student.temporal_attend(fused[:, None])[:, 0]))
             targets.extend(m for _, m in chosen)
         return segmentation_loss(torch.cat(logits), torch.stack(targets))
 
@@ -222,7 +219,7 @@ class ConsistencyRelearner:
         return torch.stack(rows), torch.tensor(valid, device=own.device)
 
     @torch.no_grad()
-    def support_dice(self, model: torch.nn.Module, state: ClipState) -> dict[int, float]:
+    def support_dice(self, model: FewShotSegmenter, state: ClipState) -> dict[int, float]:
         """Per slot, mean Dice of the painted frames predicted *without* themselves by ``model``."""
         clip = state.clip
         if not clip.exclusive:
@@ -230,9 +227,9 @@ class ConsistencyRelearner:
         items = [it for it, _ in clip.exclusive]
         shared = model is self.teacher or self.config.backbone_frozen
         encoder = state.encoder if shared else ClipEncoder(model, clip, cache=False)
-        w = tau_window(model)
+        w = model.temporal_window
         seq, valid = self._context(state, items, encoder.inputs(items).fuse(model), w)
-        probs = torch.softmax(model.decode(temporal_attend(model, seq, valid)[:, w]), 1)[:, 1]
+        probs = torch.softmax(model.decode(model.temporal_attend(seq, valid)[:, w]), 1)[:, 1]
         scores: dict[int, list[float]] = {}
         for (it, target), p in zip(clip.exclusive, probs):
             scores.setdefault(it.slot, []).append(dice(p > 0.5, target > 0.5))
@@ -240,7 +237,7 @@ class ConsistencyRelearner:
 
     # ---- the loop -------------------------------------------------------------------------------
     def adapt(self, clip: VideoClip | ClipState, steps: int | None = None,
-              student: torch.nn.Module | None = None) -> RelearnResult:
+              student: VideoSegmenter | None = None) -> RelearnResult:
         """Relearn on one clip; returns the student (the teacher is left untouched)."""
         cfg = self.config
         state = clip if isinstance(clip, ClipState) else self.prepare(clip)

@@ -28,9 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cineprop.model import SupportEncoding
+from cineprop.model import FewShotSegmenter, SupportEncoding
 from cineprop.propagation import Propagation
-from cineprop.relearn.tau import temporal_attend
 from cineprop.roi import Roi
 from cineprop.shots import TEMPORAL_SCALE, shot_weight
 
@@ -134,7 +133,7 @@ class FusionInputs:
     mask: torch.Tensor
     pseudo: torch.Tensor
 
-    def fuse(self, model: torch.nn.Module) -> torch.Tensor:
+    def fuse(self, model: FewShotSegmenter) -> torch.Tensor:
         """``N×C×h×w`` fused features with ``model``'s fusion module."""
         return model.fusion(self.query, self.support, self.mask, self.pseudo)
 
@@ -156,7 +155,7 @@ class ClipEncoder:
     and reused; otherwise every call recomputes them (with gradients, when enabled).
     """
 
-    def __init__(self, model: torch.nn.Module, clip: VideoClip, cache: bool = True, batch: int = 16):
+    def __init__(self, model: FewShotSegmenter, clip: VideoClip, cache: bool = True, batch: int = 16):
         self.model = model
         self.clip = clip
         self.cache = cache
@@ -238,22 +237,20 @@ class ClipEncoder:
         return FusionInputs(query[:3], support, mask, pseudo)
 
 
-def tau_window(model: torch.nn.Module) -> int:
-    """Frames of context on each side the model's TAU needs (0 without a TAU)."""
-    return int(model.tau.window) if getattr(model, "tau", None) is not None else 0
-
-
 @torch.no_grad()
-def predict(model: torch.nn.Module, clip: VideoClip, encoder: ClipEncoder | None = None,
+def predict(model: FewShotSegmenter, clip: VideoClip, encoder: ClipEncoder | None = None,
             chunk: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 2 over the whole clip, in chunks of frames (with TAU context at their edges).
+
+    ``model`` is the image model (the relearning teacher: no temporal context) or a
+    :class:`~cineprop.model.VideoSegmenter`; both run ``fuse`` → ``temporal_attend`` → ``decode``.
 
     Returns:
         ``L×T×R×R`` foreground probabilities and ``L×T×C×h×w`` features entering the head.
     """
     encoder = encoder or ClipEncoder(model, clip, cache=False)
     num_labels, t = len(clip.labels), clip.num_frames
-    w = tau_window(model)
+    w = model.temporal_window
     probs, feats = [], []
     for start in range(0, t, chunk):
         stop = min(t, start + chunk)
@@ -261,7 +258,7 @@ def predict(model: torch.nn.Module, clip: VideoClip, encoder: ClipEncoder | None
         items = [clip.grid[s][i] for s in range(num_labels) for i in range(lo, hi)]
         fused = encoder.inputs(items).fuse(model)
         fused = fused.view(num_labels, hi - lo, *fused.shape[1:])
-        out = temporal_attend(model, fused)[:, start - lo:stop - lo]
+        out = model.temporal_attend(fused)[:, start - lo:stop - lo]
         logits = model.decode(out.flatten(0, 1))
         probs.append(torch.softmax(logits, 1)[:, 1].view(num_labels, stop - start, *logits.shape[-2:]))
         feats.append(out)

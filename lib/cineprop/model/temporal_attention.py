@@ -8,8 +8,8 @@ lets the unit prefer near frames. The output is residual::
 
     out_t = x_t + W_o · Σ_o softmax_o(q_t · k_{t+o} / √d + b_o) · v_{t+o}
 
-``W_o`` starts at zero, so before relearning the TAU is the identity and the relearning model
-predicts exactly what the image model predicts.
+``W_o`` starts at zero, so before relearning the TAU is the identity and the video model
+(:class:`cineprop.model.VideoSegmenter`) predicts exactly what its image model predicts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -87,35 +86,3 @@ def _shift(x: torch.Tensor, offset: int) -> torch.Tensor:
         else:
             out[:, -offset:] = x[:, : t + offset]
     return out
-
-
-def attach_tau(model: nn.Module, seed: int | None = None) -> nn.Module:
-    """Add a :class:`TemporalAttentionUnit` as ``model.tau`` (in place; no-op if it has one).
-
-    The unit is sized from ``model.config`` (``decoder[2]`` channels, ``tau_window``) and created on
-    the model's device. ``seed`` makes its (random, but output-neutral) initialisation reproducible.
-    """
-    if getattr(model, "tau", None) is not None:
-        return model
-    device = next(model.parameters()).device
-    generator_state = None
-    if seed is not None:
-        generator_state = torch.get_rng_state()
-        torch.manual_seed(seed)
-    try:
-        model.tau = TemporalAttentionUnit(model.config.decoder[2], model.config.tau_window).to(device)
-    finally:
-        if generator_state is not None:
-            torch.set_rng_state(generator_state)
-    return model
-
-
-def temporal_attend(model: nn.Module, fused: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's TAU on ``B×T×C×h×w`` fused features (identity for a model without a TAU)."""
-    tau = getattr(model, "tau", None)
-    return fused if tau is None else tau(fused, valid)
-
-
-def pairwise_cosine(features: torch.Tensor) -> torch.Tensor:
-    """Per-pixel cosine similarity of consecutive frames: ``B×T×C×h×w`` → ``B×(T−1)×h×w``."""
-    return F.cosine_similarity(features[:, 1:], features[:, :-1], dim=2, eps=1e-6)

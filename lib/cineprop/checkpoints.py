@@ -53,9 +53,12 @@ def _load(source) -> Any:
         return torch.load(source, map_location="cpu", weights_only=True)
 
 
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")   # how torch's weights-only unpickler names what it refused
+
+
 def _refused_global(exc: Exception) -> str:
     """The name of the global the unpickler refused (``posix.system``), from torch's long message."""
-    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    found = _GLOBAL.search(str(exc))
     return found.group(1) if found else type(exc).__name__
 
 
@@ -96,6 +99,8 @@ def read_checkpoint(path: str | os.PathLike | None = None) -> dict[str, Any]:
     try:
         payload = _load(p)
     except pickle.UnpicklingError as exc:  # weights_only refused a global: the file wants to build objects
+        if not _GLOBAL.search(str(exc)):      # no global named: the bytes are not a pickle at all
+            raise CheckpointError(where(p, "not a readable checkpoint (corrupt or not a torch file)")) from None
         raise CheckpointError(where(p, "refused: the file holds Python objects, not only weights "
                                        f"({_refused_global(exc)}); a cineprop "
                                        "checkpoint is tensors and plain data only (re-save it with "

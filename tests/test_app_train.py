@@ -20,7 +20,10 @@ from cineprop.checkpoints import load_model
 from cineprop.model import FewShotSegmenter, VideoSegmenter
 from servers import TRAIN_STUDIES, TRAIN_SUPPORTED, wait_for_training
 
-pytestmark = pytest.mark.slow
+# The tests of this module are the steps of one scenario on one server, in file order (the refusal needs the
+# datastore before any final label, the listing before any training); under `--random-order` the module's
+# place in the suite is shuffled, its steps are not.
+pytestmark = [pytest.mark.slow, pytest.mark.random_order(disabled=True)]
 
 
 def _snapshot(*folders: Path) -> dict[str, str]:

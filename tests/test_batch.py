@@ -31,7 +31,10 @@ from cineprop.synthetic import moving_shapes
 from ray_helpers import ray_processes
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.timeout(150)
+# The tests of this module are the steps of one scenario on one machine's Ray, in file order (the CLI's own
+# Ray is interrupted first, then a module-wide instance serves the rest); under `--random-order` the module's
+# place in the suite is shuffled, its steps are not.
+pytestmark = [pytest.mark.timeout(150), pytest.mark.random_order(disabled=True)]
 
 #: Cines with a one-shot support (frame 0 painted), plus one with an empty support and one without any.
 PAINTED = ["c0", "c1", "c2", "c3"]

@@ -16,8 +16,13 @@ from cineprop.synthetic import moving_shapes
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return build_propagator("model", checkpoint=str(tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")))
+def checkpoint(tmp_path_factory) -> str:
+    return str(tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return build_propagator("model", checkpoint=checkpoint)
 
 
 @pytest.fixture
@@ -79,7 +84,7 @@ def test_methods_without_a_session_run_again(cine_and_truth):
     np.testing.assert_array_equal(live.propagate(support).labels, copy.propagate(cine, support).labels)
 
 
-def test_predict_with_several_supports_reuses_the_session(model, tmp_path, synthetic_files, synthetic):
+def test_predict_with_several_supports_reuses_the_session(checkpoint, tmp_path, synthetic_files, synthetic):
     from cineprop.cli import main
     from cineprop.io import read_image, read_label, write_label
 
@@ -93,7 +98,6 @@ def test_predict_with_several_supports_reuses_the_session(model, tmp_path, synth
         supports.append(str(write_label(tmp_path / f"support{len(painted)}.nii.gz", labels, volume)))
         outs.append(str(tmp_path / f"out{len(painted)}.nii.gz"))
     conf = tmp_path / "conf.json"
-    checkpoint = model.checkpoint
     assert main(["predict", str(image), "--support", *supports, "--out", *outs, "--method", "model",
                  "--checkpoint", checkpoint, "--confidence", str(conf)]) == 0
     assert [e["reused_session"] for e in json.loads(conf.read_text())] == [False, True]

@@ -35,10 +35,11 @@ class ModelPropagator:
         """A session for interactive use (add supports, propagate, correct, propagate again)."""
         return PropagationSession(self.model, cine, self.config, self.device)
 
-    def open_session(self, cine: Cine) -> PropagationSession | None:
-        """A session whose results equal :meth:`propagate`'s (``None`` for a two-stage relearned checkpoint,
-        whose stage 2 runs over the whole clip; see :class:`cineprop.repropagate.SessionPropagator`)."""
-        return self.session(cine) if self.two_stage is None else None
+    def open_session(self, cine: Cine) -> PropagationSession:
+        """A session whose results equal :meth:`propagate`'s (see :class:`cineprop.repropagate.SessionPropagator`;
+        a relearned checkpoint is served by ``TwoStagePropagator``, whose stage 2 runs over the whole clip and
+        which therefore offers no session)."""
+        return self.session(cine)
 
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
         session = self.session(cine)

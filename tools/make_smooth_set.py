@@ -7,7 +7,8 @@ sequences (end-diastole, three labels) and the first ``--per-set`` held-out (``v
 2D set (hc18, busi, chasedb1; one label), at most 256 px a side. Each is animated by
 :func:`cineprop.smooth_motion.animate` (periodic affine + elastic motion, noise, dropout frames) and
 written as ``OUT/NAME.nii.gz`` + ``OUT/NAME_label.nii.gz`` (what ``cineprop evaluate OUT`` reads),
-with ``OUT/manifest.json`` (sources, seed, dropout frames).
+with ``OUT/manifest.json`` (sources, seed, dropout frames) and ``OUT/splits.csv``: split ``subset``
+holds the first cine of each source (one ACDC, one per 2D set) for the slow peers, ``rest`` the others.
 """
 
 from __future__ import annotations
@@ -54,13 +55,17 @@ def main(out: str, data: str = "../shared/data", acdc: int = 8, per_set: int = 4
     rng = np.random.default_rng(seed)
     motion = SmoothMotion(frames=frames)
     geometry = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
-    manifest = []
+    manifest, sources = [], set()
     for name, image, label in acdc_stills(root, acdc) + image_set_stills(root, per_set):
         cine, labels, dropout = animate(np.clip(image, 0, 1), label, rng, motion)
         write_image(folder / f"{name}.nii.gz", cine, geometry)
         write_label(folder / f"{name}_label.nii.gz", labels, Volume(cine, geometry))
-        manifest.append({"name": name, "shape": list(cine.shape), "dropout_frames": dropout})
-        print(name, cine.shape, "dropout", dropout, flush=True)
+        source = name.split("_")[0]
+        split = "rest" if source in sources else "subset"
+        sources.add(source)
+        manifest.append({"name": name, "shape": list(cine.shape), "dropout_frames": dropout, "split": split})
+        print(name, cine.shape, "dropout", dropout, split, flush=True)
+    (folder / "splits.csv").write_text("sequence,split\n" + "".join(f"{m['name']},{m['split']}\n" for m in manifest))
     (folder / "manifest.json").write_text(json.dumps({"seed": seed, "motion": motion.__dict__, "cines": manifest},
                                                      indent=1, default=list) + "\n")
     return manifest

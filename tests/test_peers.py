@@ -40,8 +40,10 @@ def mean_dice(result, labels, support) -> float:
 
 
 @pytest.mark.parametrize("name", PEERS)
-def test_field_follows_the_flow_convention(name):
-    """A known translation: frame 1 is frame 0 moved by (dy, dx) = (+3, −2), so ``step(1, 0)`` ≈ (dx, dy) = (2, −3)."""
+def test_field_follows_the_flow_convention(name, tmp_path, monkeypatch):
+    """A known translation: frame 1 is frame 0 moved by (dy, dx) = (+3, −2), so ``step(1, 0)`` ≈ (dx, dy) = (2, −3).
+    No registration file is left in the working directory."""
+    monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     first = gaussian_filter(rng.random((64, 72)), 2.5).astype(np.float32)
     second = shift(first, (3.0, -2.0), order=1, mode="nearest").astype(np.float32)
@@ -51,6 +53,7 @@ def test_field_follows_the_flow_convention(name):
     assert field.shape == (64, 72, 2) and field.dtype == np.float32
     centre = np.median(field[16:48, 16:56].reshape(-1, 2), axis=0)
     np.testing.assert_allclose(centre, [2.0, -3.0], atol=0.6)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", PEERS)

@@ -115,4 +115,6 @@ class ElastixField(PairField):
         f, m = itk.image_view_from_array(fixed), itk.image_view_from_array(moving)
         _, transform = itk.elastix_registration_method(f, m, parameter_object=parameters,
                                                        log_to_console=False, number_of_threads=1)
-        return itk.array_from_image(itk.transformix_deformation_field(m, transform))   # H×W×2, (dx, dy)
+        with tempfile.TemporaryDirectory(prefix="cineprop_elastix_") as folder:   # transformix writes a file
+            field = itk.transformix_deformation_field(m, transform, output_directory=folder)
+            return np.array(itk.array_from_image(field))                            # H×W×2, (dx, dy)

@@ -49,6 +49,11 @@ class PairField:
             self._cache[key] = np.ascontiguousarray(self.register(fixed, moving), np.float32)
         return self._cache[key]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the normalised frames and the fields computed so far (as ``FlowField.nbytes``)."""
+        return self.frames.nbytes + sum(f.nbytes for f in self._cache.values())
+
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

@@ -20,7 +20,7 @@ $(STAMP): setup.py requirements/*.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip>=23.2" setuptools wheel
 	$(PIP) install -q $(PINS) "$(TORCH)"
-	$(PIP) install -q $(PINS) -e ".[app,io,cohort,dev]"
+	$(PIP) install -q $(PINS) -e ".[app,io,cohort,dev,peers]"
 	# MONAI Label without its sam2 dependency (an sdist whose build pulls a CUDA torch).
 	$(PIP) install -q $(PINS) --no-deps monailabel==0.8.5
 	@touch $(STAMP)

@@ -35,6 +35,9 @@ setup(
         "io": requirements("io"),
         "cohort": requirements("cohort"),
         "dev": requirements("dev"),
+        # registration peers measured against the model: ANTs SyN (peers), elastix B-spline (elastix, 1.6 GB)
+        "peers": requirements("peers"),
+        "elastix": requirements("elastix"),
     },
     entry_points={"console_scripts": ["cineprop=cineprop.cli:main"]},
 )

@@ -3,7 +3,8 @@
     python tools/report_table.py runs/eval/final/first1.json runs/eval/final/middle1.json ...
 
 One row per (report, method): method, support, shots, sequences, mean Dice, Dice per label, HD95 per
-label, stability per label, frames/s, and the flagging numbers (flag rate, recall of bad frames).
+label, stability per label, frames/s and seconds per frame, and the flagging numbers (flag rate,
+recall of bad frames).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ def row(report: dict, options: str = "") -> str:
                 if flags.get("query_frames") and flags.get("bad_frames") else "—")
     return (f"| {report['method']}{options} | {report['support']} | {report['shots']} | {report['sequences']} | "
             f"**{report['mean_dice']:.3f}** | {per('dice', '.3f')} | {per('hd95', '.1f')} | {per('stability', '.2f')} | "
-            f"{report['frames_per_second']:.1f} | {flagging} |")
+            f"{report['frames_per_second']:.1f} | {1.0 / report['frames_per_second']:.3f} | {flagging} |")
 
 
 HEADER = ("| method | support | shots | cines | mean Dice | Dice per label | HD95 mm per label | stability per label "
-          "| frames/s | flag rate / recall |\n|---|---|---|---|---|---|---|---|---|---|")
+          "| frames/s | s/frame | flag rate / recall |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 if __name__ == "__main__":
     print(HEADER)

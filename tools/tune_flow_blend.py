@@ -1,14 +1,19 @@
-"""Choose the session's ``flow_weight`` on ACDC val: model and flow run once per cine, blended offline.
+"""Choose the session's blend carrier and ``flow_weight`` on ACDC val: the model and each carrier run
+once per cine, blended offline.
 
-    python tools/tune_flow_blend.py CHECKPOINT [SPLIT] [LIMIT] [first|middle]
+    python tools/tune_flow_blend.py [--checkpoint PT] [--split val] [--limit 12] [--support first]
+                                    [--carriers flow dis]
 
-Prints, per cine and on average, the mean query-frame Dice of ``(1 − w)·model + w·flow`` for
-w in 0, 0.2, …, 1 (the model run with ``flow_weight=0``, i.e. the network and its memory alone).
+Prints, per cine and on average, the mean query-frame Dice of ``(1 − w)·model + w·carrier`` for
+w in 0, 0.2, …, 1 and each carrier (``SessionConfig.flow_method``: flow, dis, demons, syn,
+elastix), with the model run with ``flow_weight=0`` (the network and its memory alone), and the
+carriers' seconds per frame.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import time
 
 import numpy as np
 import torch
@@ -22,29 +27,49 @@ from cineprop.support import labels_from_probabilities, query_frames, select_sup
 WEIGHTS = [0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0]
 
 
-def main(checkpoint: str, split: str = "val", limit: int = 12, strategy: str = "first",
-         data: str = "../shared/data/acdc") -> dict[float, float]:
+def _dice(probs: dict, truth: np.ndarray, support) -> float:
+    labels = labels_from_probabilities(probs)
+    return float(np.nanmean([score_label(labels == k, truth == k, query_frames(support, k))["dice"]
+                             for k in support.labels]))
+
+
+def main(checkpoint: str | None = None, split: str = "val", limit: int = 12, strategy: str = "first",
+         carriers: tuple[str, ...] = ("flow",), data: str = "../shared/data/acdc") -> dict:
+    """``{carrier: {weight: mean Dice}}`` over the first ``limit`` cines of ``split``."""
     torch.set_num_threads(1)
     cases = find_cases(f"{data}/sequences", f"{data}/splits.csv", split)[:limit]
     model = build_propagator("model", checkpoint=checkpoint, options={"flow_weight": "0"})
-    flow = build_propagator("flow")
-    scores: dict[float, list[float]] = {w: [] for w in WEIGHTS}
+    peers = {name: build_propagator(name) for name in carriers}
+    scores = {name: {w: [] for w in WEIGHTS} for name in carriers}
+    seconds, frames = dict.fromkeys(carriers, 0.0), 0
     for case in cases:
         _, pairs = load_labelled_cine(case.image, case.label, None)
         for cine, truth in pairs:
             support = select_support(truth, strategy, 1, None)
-            pm, pf = model.propagate(cine, support), flow.propagate(cine, support)
-            for w in WEIGHTS:
-                probs = {k: (1 - w) * pm.probabilities[k] + w * pf.probabilities[k] for k in support.labels}
-                labels = labels_from_probabilities(probs)
-                scores[w].append(float(np.nanmean([score_label(labels == k, truth == k, query_frames(support, k))["dice"]
-                                                   for k in support.labels])))
-            print(case.id, {w: round(scores[w][-1], 3) for w in WEIGHTS}, flush=True)
-    means = {w: round(float(np.mean(v)), 4) for w, v in scores.items()}
-    print("mean", means)
+            pm = model.propagate(cine, support)
+            frames += cine.num_frames
+            for name, peer in peers.items():
+                start = time.perf_counter()
+                pc = peer.propagate(cine, support)
+                seconds[name] += time.perf_counter() - start
+                for w in WEIGHTS:
+                    probs = {k: (1 - w) * pm.probabilities[k] + w * pc.probabilities[k] for k in support.labels}
+                    scores[name][w].append(_dice(probs, truth, support))
+            print(case.id, {name: {w: round(s[w][-1], 3) for w in WEIGHTS} for name, s in scores.items()},
+                  flush=True)
+    means = {name: {w: round(float(np.mean(v)), 4) for w, v in s.items()} for name, s in scores.items()}
+    for name in carriers:
+        print(f"mean {name} ({seconds[name] / max(frames, 1):.3f} s/frame):", means[name])
     return means
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(args[0], *(args[1:2]), *([int(args[2])] if len(args) > 2 else []), *(args[3:4]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the bundled one)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--limit", type=int, default=12)
+    parser.add_argument("--support", default="first", choices=["first", "middle"])
+    parser.add_argument("--carriers", nargs="+", default=["flow"])
+    parser.add_argument("--data", default="../shared/data/acdc")
+    a = parser.parse_args()
+    main(a.checkpoint, a.split, a.limit, a.support, tuple(a.carriers), a.data)

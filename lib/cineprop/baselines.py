@@ -4,8 +4,13 @@
 * ``flow``: the nearest support masks are carried frame by frame with dense optical flow
   (:mod:`cineprop.flow`), from both sides when the frame lies between two supports, blended by
   temporal distance.
-* ``demons``: the same, with SimpleITK demons registration between consecutive frames (the
-  registration-based tool a Slicer user would reach for today).
+* ``dis``: the same with OpenCV's DIS optical flow instead of Farnebäck.
+* ``demons``, ``syn``, ``elastix``: the same with deformable registration between consecutive
+  frames (SimpleITK demons, ANTs SyN, elastix B-spline; :mod:`cineprop.registration`): the
+  registration tools a Slicer user would reach for today. ``syn`` and ``elastix`` need the optional
+  ``peers`` extra.
+
+:data:`CARRIERS` names every field-based method; a model session can blend with any of them.
 """
 
 from __future__ import annotations
@@ -57,7 +62,14 @@ class WarpPropagator:
 
     name = "warp"
 
+    def __init__(self, field=None):
+        self._field = field          # a precomputed field of the same cine (a session reuses its own)
+
     def field(self, frames: np.ndarray):
+        """The cine's field object (``step(t, s)`` → ``H×W×2`` displacement; see :mod:`cineprop.flow`)."""
+        return self._field if self._field is not None else self.make_field(frames)
+
+    def make_field(self, frames: np.ndarray):
         raise NotImplementedError
 
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
@@ -105,12 +117,17 @@ class FlowPropagator(WarpPropagator):
     """``flow``: Farnebäck dense optical flow between consecutive frames (:mod:`cineprop.flow`)."""
 
     name = "flow"
+    flow_method = "farneback"
 
-    def __init__(self, field: FlowField | None = None):
-        self._field = field          # a precomputed field of the same cine (a session reuses its own)
+    def make_field(self, frames: np.ndarray) -> FlowField:
+        return FlowField(frames, self.flow_method)
 
-    def field(self, frames: np.ndarray) -> FlowField:
-        return self._field if self._field is not None else FlowField(frames)
+
+class DisPropagator(FlowPropagator):
+    """``dis``: OpenCV DIS optical flow (MEDIUM preset) between consecutive frames."""
+
+    name = "dis"
+    flow_method = "dis"
 
 
 class DemonsPropagator(WarpPropagator):
@@ -118,10 +135,50 @@ class DemonsPropagator(WarpPropagator):
 
     name = "demons"
 
-    def __init__(self, iterations: int = 50):
+    def __init__(self, field=None, iterations: int = 50):
+        super().__init__(field)
         self.iterations = int(iterations)
 
-    def field(self, frames: np.ndarray):
+    def make_field(self, frames: np.ndarray):
         from cineprop.registration import DemonsField
 
         return DemonsField(frames, self.iterations)
+
+
+class SynPropagator(WarpPropagator):
+    """``syn``: ANTs SyN registration frame to frame (``antspyx``, optional ``peers`` extra)."""
+
+    name = "syn"
+
+    def __init__(self, field=None):
+        from cineprop.registration import require
+
+        require("ants", "antspyx", self.name)           # fail when built, not on the first cine
+        super().__init__(field)
+
+    def make_field(self, frames: np.ndarray):
+        from cineprop.registration import SynField
+
+        return SynField(frames)
+
+
+class ElastixPropagator(WarpPropagator):
+    """``elastix``: elastix B-spline registration frame to frame (``itk-elastix``, optional ``peers`` extra)."""
+
+    name = "elastix"
+
+    def __init__(self, field=None):
+        from cineprop.registration import require
+
+        require("itk", "itk-elastix", self.name)
+        super().__init__(field)
+
+    def make_field(self, frames: np.ndarray):
+        from cineprop.registration import ElastixField
+
+        return ElastixField(frames)
+
+
+#: Field-based methods by name: what a model session may blend with (``SessionConfig.flow_method``).
+CARRIERS: dict[str, type[WarpPropagator]] = {
+    cls.name: cls for cls in (FlowPropagator, DisPropagator, DemonsPropagator, SynPropagator, ElastixPropagator)}

@@ -19,7 +19,10 @@ _REGISTRY: dict[str, str] = {
     "copy": "cineprop.baselines:CopyPropagator",
     "interpolate": "cineprop.interpolation:InterpolatePropagator",
     "flow": "cineprop.baselines:FlowPropagator",
+    "dis": "cineprop.baselines:DisPropagator",
     "demons": "cineprop.baselines:DemonsPropagator",
+    "syn": "cineprop.baselines:SynPropagator",
+    "elastix": "cineprop.baselines:ElastixPropagator",
     "model": "cineprop.methods:learned_propagator",
     "relearn": "cineprop.relearn.propagator:RelearnPropagator",
 }
@@ -28,7 +31,10 @@ _DESCRIPTIONS: dict[str, str] = {
     "copy": "repeat the nearest support frame's mask (baseline)",
     "interpolate": "linear shape interpolation between painted frames, nearest painting outside them (baseline)",
     "flow": "warp the nearest support masks with dense optical flow (baseline)",
+    "dis": "as flow, with OpenCV DIS optical flow (peer baseline)",
     "demons": "carry the nearest support masks with SimpleITK demons registration (peer baseline)",
+    "syn": "as demons, with ANTs SyN registration (peer baseline; optional extra 'peers')",
+    "elastix": "as demons, with elastix B-spline registration (peer baseline; optional extra 'elastix')",
     "model": "few-shot image model with confidence-gated memory (bundled checkpoint by default)",
     "relearn": "per-cine test-time spatiotemporal consistency relearning of the image model, then two-stage "
                "inference (options: --steps, --option KEY=VALUE)",

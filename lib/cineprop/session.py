@@ -18,9 +18,10 @@ exist, their disagreement lowers the frame's confidence. All labels go through o
 (batch dimension = labels).
 
 *Flow blend* (``flow_weight``): the model's probabilities are averaged with the painted masks
-carried frame to frame by dense optical flow (the ``flow`` baseline, whose fields are computed once
-per session). The two make different mistakes (the model confuses look-alike tissue, flow drifts),
-so their mean beats both on ACDC val, and their Dice agreement bounds each frame's confidence:
+carried frame to frame by dense optical flow (the ``dis`` baseline by default, ``flow_method``; fields
+computed once per session). The two make different mistakes (the model confuses look-alike tissue,
+flow drifts), so with Farnebäck their mean beat both on ACDC val (with DIS, DIS alone is 0.008 ahead;
+docs/benchmarks.md), and their Dice agreement bounds each frame's confidence:
 frames where appearance and motion disagree are the ones flagged for review.
 """
 
@@ -79,7 +80,7 @@ class PropagationSession:
         self._features: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
         self._encodings: dict[tuple[int, int], list[torch.Tensor]] = {}
         self._sweeps: dict[int, dict[int, _Sweep]] = {1: {}, -1: {}}
-        self._flow_field = None                                  # FlowField, built on first use
+        self._flow_field = None                                  # the carrier's field, built on first use
         self._flow_carried = None                                # (support key, its flow Propagation)
         self.stats: Counter = Counter()
         #: ``{label: T×R×R}`` foreground probabilities of the last :meth:`propagate` inside the ROI.
@@ -222,16 +223,19 @@ class PropagationSession:
                       self.config.flag_threshold)
 
     def flow_carried(self, support: SupportSet) -> Propagation:
-        """The ``flow`` baseline on this cine (flow fields computed once per session, the result once per support)."""
-        from cineprop.baselines import FlowPropagator
-        from cineprop.flow import FlowField
+        """The ``flow_method`` baseline on this cine (fields computed once per session, the result once per support)."""
+        from cineprop.baselines import CARRIERS
+        from cineprop.errors import CinepropError
 
+        if self.config.flow_method not in CARRIERS:
+            raise CinepropError(f"unknown flow_method {self.config.flow_method!r}; choose one of {', '.join(CARRIERS)}")
+        carrier = CARRIERS[self.config.flow_method]
         if self._flow_field is None:
-            self._flow_field = FlowField(self.cine.frames)
+            self._flow_field = carrier().make_field(self.cine.frames)
         key = tuple((label, f, hash(m.tobytes()))
                     for label in support.labels for f, m in sorted(support.masks[label].items()))
         if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again
-            self._flow_carried = key, FlowPropagator(self._flow_field).propagate(self.cine, support)
+            self._flow_carried = key, carrier(self._flow_field).propagate(self.cine, support)
         return self._flow_carried[1]
 
     def _blend_flow(self, probabilities: dict[int, np.ndarray], confidence: np.ndarray,

@@ -25,6 +25,10 @@ class SessionConfig:
             dropout frame the object would be lost for the rest of the clip.
         flow_weight: weight of the flow-carried masks in the final probabilities (0: model only);
             0.5 was best of 0, 0.2, …, 1 on 12 ACDC val cines (docs/benchmarks.md).
+        flow_method: the method that carries the painted masks for the blend: ``flow`` (Farnebäck),
+            ``dis``, ``demons``, ``syn`` or ``elastix`` (:data:`cineprop.baselines.CARRIERS`). ``dis``:
+            on the 20 ACDC val cines (first frame, weight 0.5) the blend scored 0.686 against 0.655 with
+            Farnebäck and 0.615 with demons, better on 16 cines, worse on 2 (docs/benchmarks.md).
     """
 
     memory: bool = True
@@ -40,6 +44,7 @@ class SessionConfig:
     support_weight_floor: float = 0.0
     memory_needs_object: bool = True
     flow_weight: float = 0.5
+    flow_method: str = "dis"
 
     def with_options(self, options: dict) -> "SessionConfig":
         """A copy with ``options`` applied, converting strings (``"0.3"``, ``"false"``) to the field types."""

@@ -1,0 +1,101 @@
+"""Registration peers (dis, demons, syn, elastix): field convention, each beats copy, missing-extra errors,
+and a model session blending with any of them (``flow_method``)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter, shift
+
+from cineprop.errors import CinepropError
+from cineprop.io import Cine
+from cineprop.methods import build_propagator
+from cineprop.metrics import score_label
+from cineprop.model import FewShotSegmenter, ModelConfig
+from cineprop.registration import require
+from cineprop.session import PropagationSession, SessionConfig
+from cineprop.support import query_frames, select_support
+from cineprop.synthetic import moving_shapes
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+HAS_ELASTIX = _installed("itk-elastix")
+PEERS = ["dis", "demons", "syn",
+         pytest.param("elastix", marks=pytest.mark.skipif(not HAS_ELASTIX, reason="itk-elastix (extra 'elastix')"))]
+
+
+def mean_dice(result, labels, support) -> float:
+    return float(np.mean([score_label(result.labels == k, labels == k, query_frames(support, k))["dice"]
+                          for k in support.labels]))
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_field_follows_the_flow_convention(name, tmp_path, monkeypatch):
+    """A known translation: frame 1 is frame 0 moved by (dy, dx) = (+3, −2), so ``step(1, 0)`` ≈ (dx, dy) = (2, −3).
+    No registration file is left in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    first = gaussian_filter(rng.random((64, 72)), 2.5).astype(np.float32)
+    second = shift(first, (3.0, -2.0), order=1, mode="nearest").astype(np.float32)
+    frames = np.stack([first, second], axis=-1)
+    propagator = build_propagator(name)
+    field = propagator.make_field(frames).step(1, 0)
+    assert field.shape == (64, 72, 2) and field.dtype == np.float32
+    centre = np.median(field[16:48, 16:56].reshape(-1, 2), axis=0)
+    np.testing.assert_allclose(centre, [2.0, -3.0], atol=0.6)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", PEERS)
+@pytest.mark.parametrize("strategy", ["first", "middle"])
+def test_peer_beats_copy_on_moving_shapes(name, strategy):
+    frames, labels = moving_shapes(64, 64, 10, labels=2, seed=1, speed=1.5)
+    cine = Cine(frames, name="moving")
+    support = select_support(labels, strategy)
+    d_copy = mean_dice(build_propagator("copy").propagate(cine, support), labels, support)
+    result = build_propagator(name).propagate(cine, support)
+    assert mean_dice(result, labels, support) > d_copy + 0.05
+    assert result.labels.shape == labels.shape and result.confidence.shape == (10,)
+    for label in support.labels:                          # painted frames come back exactly
+        for f in support.frames_of(label):
+            np.testing.assert_array_equal(result.labels[:, :, f] == label, labels[:, :, f] == label)
+
+
+def test_missing_extra_names_it():
+    with pytest.raises(CinepropError, match=r"needs the Python package 'not-there'.*extra 'peers'"):
+        require("cineprop_no_such_module", "not-there", "syn")
+
+
+@pytest.mark.parametrize("carrier", ["flow", "dis"])
+def test_session_blends_with_the_chosen_carrier(carrier):
+    torch.manual_seed(0)
+    model = FewShotSegmenter(ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1),
+                                         decoder=(16, 12, 8))).eval()
+    frames, labels = moving_shapes(48, 56, 8, labels=1, seed=5)
+    cine, support = Cine(frames), select_support(labels, "first")
+    config = SessionConfig().with_options({"flow_method": carrier, "flow_weight": "1"})
+    session = PropagationSession(model, cine, config)
+    session.set_supports(support)
+    # flow_weight 1: the result is exactly the carrier's own propagation
+    expected = build_propagator(carrier).propagate(cine, support).probabilities[1]
+    np.testing.assert_allclose(session.propagate().probabilities[1], expected, atol=1e-5)
+
+
+def test_session_rejects_an_unknown_carrier():
+    model = FewShotSegmenter(ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1),
+                                         decoder=(16, 12, 8))).eval()
+    frames, labels = moving_shapes(32, 32, 4, labels=1, seed=0)
+    session = PropagationSession(model, Cine(frames), SessionConfig(flow_method="magic"))
+    session.set_supports(select_support(labels, "first"))
+    with pytest.raises(CinepropError, match="unknown flow_method 'magic'"):
+        session.propagate()

@@ -39,6 +39,7 @@ from cineprop.relearn.clip import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.relearner import ClipState, ConsistencyRelearner, trainable
 from cineprop.relearn.sources import CineSource, find_sources, load_supports, sources_from_pairs
+from cineprop.training.optim import optimiser_step
 
 
 @dataclass(frozen=True)
@@ -225,11 +226,7 @@ class CollectionRun:
               on_step: Callable[[int, dict], None] | None) -> None:
         """One optimisation step in step with the other workers (gradients averaged); saves every ``save_every``."""
         loss, terms = self.relearner.step(self.student, state, self.rng)
-        self.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        self.comm.average_gradients(params)
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        self.optimiser.step()
+        optimiser_step(self.optimiser, loss, params, self.comm.average_gradients)
         self.step += 1
         entry = _mean_terms(self.comm.gather(dict(terms, cine=cine_name)))
         self.history.append(entry)

@@ -27,6 +27,7 @@ from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.losses import (feature_loss, prediction_loss, pseudo_supervision_loss, segmentation_loss,
                                      temporal_loss, warp_loss)
 from cineprop.relearn.video import ClipEncoder, Item, VideoClip, predict, warp_grid
+from cineprop.training.optim import optimiser_step
 
 
 class ClipState:
@@ -254,10 +255,7 @@ class ConsistencyRelearner:
                        leave=False, dynamic_ncols=True)
             for _ in range(steps):
                 loss, terms = self.step(student, state, rng)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                optimiser.step()
+                optimiser_step(optimiser, loss, params)
                 result.history.append(terms)
                 result.steps += 1
                 bar.update(1)

@@ -26,6 +26,7 @@ from cineprop.io.atomic import atomic_write_text
 from cineprop.model import FewShotSegmenter, ModelConfig
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
 from cineprop.training.episodes import EpisodeMix, EpisodeSampler
+from cineprop.training.optim import optimiser_step
 from cineprop.training.validate import validate_cines
 
 
@@ -122,10 +123,7 @@ def train_image(cfg: TrainConfig, resume: bool = True, progress: bool = True) ->
         logits = model(batch["query"], batch["support"], batch["support_mask"], batch["weights"],
                        batch["memory"], batch["memory_mask"], batch["memory_weight"])
         loss = segmentation_loss(logits, batch["target"])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimiser.step()
+        optimiser_step(optimiser, loss, model.parameters())
         step += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)

@@ -75,13 +75,14 @@ def cineprop_server(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cineprop_train_server(tmp_path_factory):
     """A real server with the train tasks: method ``model`` on a tiny checkpoint, a copy of the app.
 
     Data: ``servers.train_studies`` (``study0..3``, supports for ``study0``/``study1``, no final
-    label at start). Yields ``(server, truth folder, checkpoint)``. ``tests/test_app_train.py``
-    runs first (file order) and expects no final label until it submits them.
+    label at start). Yields ``(server, truth folder, checkpoint)``. One fresh server per module: the
+    modules that train on it change its datastore and model, and ``tests/test_app_train.py``
+    expects no final label until it submits them, whichever module ran before it.
     """
     from servers import copy_app, start_server, train_studies
 

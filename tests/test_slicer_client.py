@@ -308,21 +308,3 @@ def test_secured_server_login_and_every_call_authorised(secured_server, tmp_path
         anonymous.studies()
     assert caught.value.status == 401
 
-
-def test_repeated_propagate_reuses_the_servers_session(train_workflow):
-    """Slicer's Propagate → correct → Propagate reaches the app's session cache (method ``model``): the second
-    call says it reused the live session, and frames painted by the user come back as painted."""
-    from cineprop.synthetic import moving_shapes
-
-    frames, truth = moving_shapes(48, 48, 10, labels=1, seed=11)
-    cine = CineArrays(frames, np.diag([1.0, 1.0, 1.0, 1.0]), "slicer reuse")
-    first = train_workflow.propagate(cine, _paint(truth, [0]), SEGMENTS[:1])
-    corrected = first.labels.copy()
-    corrected[..., 9] = truth[..., 9]
-    if np.array_equal(corrected, first.labels):
-        corrected[0, 0, 9] = 1
-    second = train_workflow.propagate(cine, corrected, SEGMENTS[:1])
-    assert second.support_frames == [0, 9]
-    np.testing.assert_array_equal(second.labels[..., 9], corrected[..., 9])
-    assert [c["reused_session"] for c in first.details["cines"]] == [False]
-    assert [c["reused_session"] for c in second.details["cines"]] == [True], second.details.get("session_cache")

@@ -31,17 +31,13 @@ class ModelPropagator:
                  config: SessionConfig = SessionConfig()):
         self.model, self.payload, self.device, self.config = model, payload or {}, device, config
 
-    def session(self, cine: Cine) -> PropagationSession:
-        """A session for interactive use (add supports, propagate, correct, propagate again)."""
+    def open_session(self, cine: Cine) -> PropagationSession:
+        """A session for interactive use (add supports, propagate, correct, propagate again) whose results
+        equal :meth:`propagate`'s (see :class:`cineprop.repropagate.SessionPropagator`; a relearned checkpoint
+        is served by ``TwoStagePropagator``, whose stage 2 runs over the whole clip, so it offers no session)."""
         return PropagationSession(self.model, cine, self.config, self.device)
 
-    def open_session(self, cine: Cine) -> PropagationSession:
-        """A session whose results equal :meth:`propagate`'s (see :class:`cineprop.repropagate.SessionPropagator`;
-        a relearned checkpoint is served by ``TwoStagePropagator``, whose stage 2 runs over the whole clip and
-        which therefore offers no session)."""
-        return self.session(cine)
-
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
-        session = self.session(cine)
+        session = self.open_session(cine)
         session.set_supports(support)
         return session.propagate()

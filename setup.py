@@ -27,7 +27,7 @@ setup(
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     include_package_data=True,
-    package_data={"cineprop": ["checkpoints/*.pt"]},
+    package_data={"cineprop": ["weights/*.pt"]},
     install_requires=requirements("core"),
     extras_require={
         # monailabel itself is installed with --no-deps by the Makefile (its sam2 dependency builds a CUDA torch).

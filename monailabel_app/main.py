@@ -32,7 +32,7 @@ from lib.infers.cineprop import IMAGE_ID
 from lib.lifetime import end_with_server, mark_server
 from lib.nonblocking import RESERVED_PARAMS, offload_infer_route
 from lib.service import PropagationService
-from lib.studies import SESSIONS, CinepropDatastore
+from lib.datastore import SESSIONS, CinepropDatastore
 from lib.surface import block_routes, restrict_origins
 from lib.uploads import install_upload_routes
 
@@ -64,7 +64,7 @@ class CinepropApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         # A local studies folder gets the cineprop datastore: clinical inputs converted on arrival,
-        # bad uploads and labels refused with a 4xx (lib/studies.py). Remote datastores stay MONAI Label's.
+        # bad uploads and labels refused with a 4xx (lib/datastore.py). Remote datastores stay MONAI Label's.
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
         return CinepropDatastore(self.studies, limits=self.security.limits,

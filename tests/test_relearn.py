@@ -12,9 +12,9 @@ from cineprop.errors import CinepropError
 from cineprop.io import Cine
 from cineprop.model import FewShotSegmenter, TemporalAttentionUnit, VideoSegmenter
 from cineprop.relearn import ConsistencyRelearner, RelearnConfig
-from cineprop.relearn.clip import build_clip, run_stage1
+from cineprop.relearn.clip_from_stage1 import build_clip, run_stage1
 from cineprop.relearn.propagator import collapse_check
-from cineprop.relearn.video import plan_item, predict
+from cineprop.relearn.two_stage import plan_item, predict
 from cineprop.support import select_support
 from relearn_helpers import shifted_cine, tiny_image_model
 

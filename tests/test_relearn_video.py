@@ -16,7 +16,7 @@ from cineprop.methods import build_propagator
 from cineprop.metrics import flagging_summary, score_label
 from cineprop.model import FewShotSegmenter, VideoSegmenter
 from cineprop.relearn.propagator import TwoStagePropagator
-from cineprop.relearn.video import predict
+from cineprop.relearn.two_stage import predict
 from cineprop.session import PropagationSession, SessionConfig
 from cineprop.support import query_frames, select_support
 from cineprop.synthetic import moving_shapes
@@ -65,7 +65,7 @@ def test_relearning_improves_dice_and_keeps_the_support(image_checkpoint):
 
 
 def _clip_of(propagator, cine, support):
-    from cineprop.relearn.clip import build_clip, run_stage1
+    from cineprop.relearn.clip_from_stage1 import build_clip, run_stage1
 
     session, stage1 = run_stage1(propagator.stage1, cine, support)
     return build_clip(session, stage1, propagator.config, training=False)

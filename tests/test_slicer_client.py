@@ -21,7 +21,7 @@ if str(MODULE_DIR) not in sys.path:
 
 from CinePropLib.client import CinePropClient, ServerError  # noqa: E402
 from CinePropLib.conversions import CineArrays, same_grid  # noqa: E402
-from CinePropLib.logic import IMAGE_TRAIN_TASK, RELEARN_TASK, CineWorkflow, WorkflowError  # noqa: E402
+from CinePropLib.workflow import IMAGE_TRAIN_TASK, RELEARN_TASK, CineWorkflow, WorkflowError  # noqa: E402
 from CinePropLib.segments import SegmentSpec  # noqa: E402
 from CinePropLib.volumefiles import read_volume, write_labels  # noqa: E402
 

@@ -19,7 +19,7 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 from CinePropLib.conversions import CineArrays  # noqa: E402
-from CinePropLib.logic import CineWorkflow  # noqa: E402
+from CinePropLib.workflow import CineWorkflow  # noqa: E402
 from CinePropLib.segments import SegmentSpec  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -39,7 +39,7 @@ def test_dice_takes_tensors_and_arrays_alike():
 
 
 def test_one_shot_weight_rule_for_every_path():
-    from cineprop.relearn.video import plan_item
+    from cineprop.relearn.two_stage import plan_item
     from cineprop.shots import TEMPORAL_SCALE, certainty, shot_weight
 
     assert shot_weight(0) == 1.0 and shot_weight(3) == pytest.approx(math.exp(-3 / TEMPORAL_SCALE))

@@ -31,7 +31,7 @@ from cineprop.io.atomic import atomic_write_bytes
 
 FORMAT = "cineprop-checkpoint-1"
 #: The bundled image-phase checkpoint (trained by ``cineprop train-image``; see docs/model-card.md).
-BUNDLED = Path(__file__).resolve().parent / "checkpoints" / "cineprop_image.pt"
+BUNDLED = Path(__file__).resolve().parent / "weights" / "cineprop_image.pt"
 
 
 def _allowed_globals() -> list:

@@ -30,7 +30,7 @@ RESERVED_PARAMS = ("image", "label", "session", "model", "file")
 
 def json_object(text: str, what: str = "params") -> dict:
     """A form field holding a JSON object (empty: ``{}``); anything else is refused with a 400."""
-    from lib.studies import refuse
+    from lib.datastore import refuse
 
     try:
         value = json.loads(text) if text else {}
@@ -46,7 +46,7 @@ def check_request(image: str, params: str) -> None:
 
     The image is a datastore id; an image to infer on without storing it is uploaded as ``file``.
     """
-    from lib.studies import check_name, refuse
+    from lib.datastore import check_name, refuse
 
     if image:
         check_name(image, "image")
@@ -64,7 +64,7 @@ def check_upload_names(*uploads) -> None:
     made that fail with a bare 500) and converts a ``.bin`` label as OHIF scribbles.
     """
     from cineprop.io import INPUT_SUFFIXES
-    from lib.studies import refuse
+    from lib.datastore import refuse
 
     for upload in uploads:
         name = getattr(upload, "filename", None)

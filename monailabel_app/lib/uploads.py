@@ -10,7 +10,7 @@ same paths, parameters and roles, and
 
 * copy the upload into a private temporary folder that is removed on every outcome (success,
   4xx, 5xx, client gone), and run copy and check in a worker thread, so other requests are answered;
-* check uploads with the datastore's :meth:`~lib.studies.CinepropDatastore.check_upload`
+* check uploads with the datastore's :meth:`~lib.datastore.CinepropDatastore.check_upload`
   (decompressed size, time and memory limits: ``--conf upload_max_mb/upload_seconds/upload_memory_mb``);
 * refuse ``uncompress=true`` (a ``.zip`` of a DICOM series is accepted and unpacked safely by the
   check) and leave server paths out of session answers;
@@ -40,7 +40,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from lib.nonblocking import check_upload_names, json_object
-from lib.studies import CinepropDatastore, refuse
+from lib.datastore import CinepropDatastore, refuse
 from lib.surface import put_first
 
 #: Suffixes kept on an upload's temporary copy (readers choose by suffix); longest first.

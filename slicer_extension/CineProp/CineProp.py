@@ -23,7 +23,7 @@ from slicer.util import VTKObservationMixin
 
 from CinePropLib import nodes, panel, sequences
 from CinePropLib.client import DEFAULT_URL, remember_url
-from CinePropLib.logic import IMAGE_TRAIN_TASK, RELEARN_TASK, WorkflowError, describe_error
+from CinePropLib.workflow import IMAGE_TRAIN_TASK, RELEARN_TASK, WorkflowError, describe_error
 from CinePropLib.slicerlogic import CineNodesLogic
 from CinePropLib.runner import TaskRunnerMixin, guarded as _guarded
 from CinePropLib.tasks import BackgroundTask
@@ -180,12 +180,12 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunn
             panel.show_studies(self.ui, studies, qt)
             self._status("Connected. Load a study, or choose a cine loaded in Slicer.")
 
-        self._runTask("Connecting", lambda ctx: (self.logic.workflow.connect(url, user, password, verify),
-                                                 self.logic.workflow.studies()), connected)
+        self._runTask("Connecting", lambda ctx: (self.logic.connect(url, user, password, verify),
+                                                 self.logic.studies()), connected)
 
     @_guarded("Listing studies")
     def onRefreshStudies(self):
-        self._runTask("Listing studies", lambda ctx: self.logic.workflow.studies(),
+        self._runTask("Listing studies", lambda ctx: self.logic.studies(),
                       lambda studies: panel.show_studies(self.ui, studies, qt))
 
     @_guarded("Loading the study")
@@ -207,7 +207,7 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunn
         if self._unsubmitted and not slicer.util.confirmYesNoDisplay(
                 "The current study has edits or a propagation that were not submitted. Leave it anyway?"):
             return
-        self._runTask("Asking for the next study", lambda ctx: self.logic.workflow.next_study(), self._openNext)
+        self._runTask("Asking for the next study", lambda ctx: self.logic.nextStudy(), self._openNext)
 
     def _openNext(self, study):
         if study is None:
@@ -289,8 +289,8 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunn
             self._status(f"Note: {note}." if note else "Review the flagged frames, correct them, then Propagate "
                          "again or Submit.", error=bool(note))
 
-        self._runTask("Propagating", lambda ctx: self.logic.workflow.propagate(
-            cine, labels, specs, imageId, threshold, record=False), propagated)
+        self._runTask("Propagating", lambda ctx: self.logic.propagate(
+            cine, labels, specs, imageId, threshold), propagated)
 
     @_guarded("Finding the next flagged frame")
     def onNextFlagged(self):
@@ -300,7 +300,7 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunn
             self._status("No flagged frames.")
             return
         self.logic.goToFrame(cine, frame)
-        self._status(f"Frame {frame}: confidence {self.logic.lastResult.rows()[frame][1]}")
+        self._status(f"Frame {frame}: confidence {self.logic.frameConfidence(frame)}")
 
     def onConfidenceRow(self, row, column):
         try:
@@ -326,9 +326,9 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunn
             panel.show_studies(self.ui, studies, qt)
             self._status(f"Saved as the final label of {imageId}. Train, or go to the Next study.")
 
-        workflow = self.logic.workflow
+        logic = self.logic
         self._runTask("Submitting the label", lambda ctx: (
-            workflow.submit(cine, labels, specs, nodes.image_id_of(cineNode)), workflow.studies()), submitted)
+            logic.submit(cine, labels, specs, nodes.image_id_of(cineNode)), logic.studies()), submitted)
 
     @_guarded("Starting relearning")
     def onRelearn(self):
@@ -344,12 +344,12 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunn
             self._trainingTimer.start()
             self._status(f"{task} started on the server.")
 
-        self._runTask(f"Starting {task}", lambda ctx: self.logic.workflow.start_training(task), started)
+        self._runTask(f"Starting {task}", lambda ctx: self.logic.startTraining(task), started)
 
     @_guarded("Stopping training")
     def onStopTraining(self):
         if slicer.util.confirmYesNoDisplay("Stop the training running on the server? Its progress is lost."):
-            self._runTask("Stopping training", lambda ctx: self.logic.workflow.stop_training(),
+            self._runTask("Stopping training", lambda ctx: self.logic.stopTraining(),
                           lambda _: self._status("Training stopped."))
 
     def onTrainingTimer(self):
@@ -357,7 +357,7 @@ class CinePropWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, TaskRunn
         if self._trainingPoll is not None and self._trainingPoll.poll():
             return
         if self._trainingPoll is None:
-            self._trainingPoll = BackgroundTask(lambda ctx: self.logic.workflow.training_progress(),
+            self._trainingPoll = BackgroundTask(lambda ctx: self.logic.trainingProgress(),
                                                 self._showTraining, lambda exc: self._showTraining(None, exc))
             return
         self._trainingPoll = None

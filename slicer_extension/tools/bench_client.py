@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "slicer_extension" / "CineProp"))
 
 from CinePropLib.conversions import CineArrays  # noqa: E402
-from CinePropLib.logic import CineWorkflow  # noqa: E402
+from CinePropLib.workflow import CineWorkflow  # noqa: E402
 from CinePropLib.segments import SegmentSpec  # noqa: E402
 from CinePropLib.volumefiles import read_volume  # noqa: E402
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(MODULE_DIR))
 
 from CinePropLib import panel  # noqa: E402
 from CinePropLib.client import DEFAULT_URL, Study  # noqa: E402
-from CinePropLib.logic import CineWorkflow, TrainingProgress  # noqa: E402
+from CinePropLib.workflow import CineWorkflow, TrainingProgress  # noqa: E402
 from CinePropLib.results import parse_result  # noqa: E402
 from CinePropLib.segments import SegmentSpec  # noqa: E402
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from cineprop.checkpoints import load_image_model, read_checkpoint, save_checkpoint
 from cineprop.errors import InputError, where
-from cineprop.relearn.clip import build_clip, run_stage1
+from cineprop.relearn.clip_from_stage1 import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.relearner import ClipState, ConsistencyRelearner, trainable
 from cineprop.relearn.sources import CineSource, find_sources, load_supports, sources_from_pairs

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from cineprop.relearn.video import warp
+from cineprop.relearn.two_stage import warp
 
 _EPS = 1e-6
 

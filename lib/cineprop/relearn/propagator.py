@@ -22,10 +22,10 @@ from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.model import FewShotSegmenter, VideoSegmenter
 from cineprop.propagation import Propagation, finish
-from cineprop.relearn.clip import build_clip, run_stage1
+from cineprop.relearn.clip_from_stage1 import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.relearner import ConsistencyRelearner
-from cineprop.relearn.video import ClipEncoder, VideoClip, predict
+from cineprop.relearn.two_stage import ClipEncoder, VideoClip, predict
 from cineprop.session import PropagationSession, SessionConfig, blend_with_flow
 from cineprop.support import SupportSet
 from cineprop.threads import configure_threads

@@ -2,7 +2,7 @@
 
 The caller's (image) model is the frozen *teacher*: it is never modified. Relearning trains a
 *student* — a :class:`~cineprop.model.VideoSegmenter` made from a copy of it — on an explicit parameter
-subset (``config.train``), with the stage-2 forward of :mod:`cineprop.relearn.video`; the
+subset (``config.train``), with the stage-2 forward of :mod:`cineprop.relearn.two_stage`; the
 teacher's stage-2 outputs (features ``F*`` entering the head, predictions ``P*``) are the
 consistency targets. Each step draws a window of ``config.window_frames`` consecutive frames (all
 labels), plus the painted frames predicted without themselves and a few deformed copies of them.
@@ -26,7 +26,7 @@ from cineprop.model import FewShotSegmenter, VideoSegmenter
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.losses import (feature_loss, prediction_loss, pseudo_supervision_loss, segmentation_loss,
                                      temporal_loss, warp_loss)
-from cineprop.relearn.video import ClipEncoder, Item, VideoClip, predict, warp_grid
+from cineprop.relearn.two_stage import ClipEncoder, Item, VideoClip, predict, warp_grid
 from cineprop.training.optim import optimiser_step
 
 

@@ -14,7 +14,7 @@ import logging
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from lib.datastore import read_score
+from lib.study_records import read_score
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
 from lib.configs.settings import AppSettings
-from lib.datastore import saved_support
+from lib.study_records import saved_support
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Request (MONAI Label ``POST /infer/cineprop?image=<id>``, multipart):
 
 * the image: a datastore id (``?image=``), an uploaded ``file`` or a session;
 * the support: the uploaded ``label`` (a label volume of the image's shape; its painted frames are
-  the support), else the study's saved support in the datastore (see :mod:`lib.datastore`);
+  the support), else the study's saved support in the datastore (see :mod:`lib.study_records`);
 * optional ``params`` JSON: see :class:`lib.configs.settings.InferOptions`.
 
 Result: a label volume with the image's exact geometry (``result_extension``, uint8) and JSON with
@@ -31,7 +31,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from cineprop.errors import SupportError
 from cineprop.io import write_label
 from lib.configs.settings import SUPPORT_TAG, AppSettings, InferOptions, RequestError
-from lib.datastore import saved_support
+from lib.study_records import saved_support
 from lib.errors import http_errors
 from lib.service import PropagationService, VolumeResult
 

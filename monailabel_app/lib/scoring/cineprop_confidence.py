@@ -2,7 +2,7 @@
 
 For every study without a ``final`` label (``images: "all"`` to include those too) that has a
 saved support, propagate it and store in the image's info (key ``cineprop``, see
-:mod:`lib.datastore`): mean and minimum confidence over the query frames, the number of flagged
+:mod:`lib.study_records`): mean and minimum confidence over the query frames, the number of flagged
 frames and what the score was computed from. A study whose image, support, method, checkpoint and
 threshold did not change is skipped unless ``force`` is true, so the automatic runs MONAI Label
 starts (at server start, after each "next sample" and after training) cost little.
@@ -25,7 +25,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from cineprop.errors import CheckpointError, CinepropError
 from lib.configs.settings import AppSettings, RequestError, parse_bool, parse_float
-from lib.datastore import SCORE_KEY, fingerprint, saved_support, write_score
+from lib.study_records import SCORE_KEY, fingerprint, saved_support, write_score
 from lib.errors import http_errors
 from lib.service import PropagationService
 

@@ -7,7 +7,7 @@ that rebuilds the app (construction stays cheap; torch code is imported inside `
 ``GET /train/`` shows its status and last log lines, progress goes to the server log.
 
 ``cineprop_relearn`` (:mod:`.cineprop_relearn`; label-free, issue "Video phase")
-    Studies with a saved support or final label (``lib.datastore.saved_support``, the tags of
+    Studies with a saved support or final label (``lib.study_records.saved_support``, the tags of
     ``--conf support_tags``) → ``cineprop.relearn.collection.relearn_pairs`` with ``steps``,
     ``lr``, ``steps_per_cine`` from the request (``config()`` shows the defaults) → a ``relearn``
     checkpoint published as ``model/cineprop.pt``.

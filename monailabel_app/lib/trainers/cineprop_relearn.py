@@ -16,7 +16,7 @@ from typing import Any, Callable
 from fastapi import HTTPException
 from monailabel.interfaces.datastore import Datastore
 
-from lib.datastore import saved_support
+from lib.study_records import saved_support
 from lib.trainers.common import CinepropTrainTask, publish, read_option
 
 

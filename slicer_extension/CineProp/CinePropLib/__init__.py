@@ -6,7 +6,7 @@
 * :mod:`CinePropLib.support` — which frames are support, next flagged frame.
 * :mod:`CinePropLib.results` — a propagation's labels, confidence and flagged frames.
 * :mod:`CinePropLib.volumefiles` — cine/label files with geometry (SimpleITK).
-* :mod:`CinePropLib.logic` — the annotation loop on arrays (:class:`CineWorkflow`).
+* :mod:`CinePropLib.workflow` — the annotation loop on arrays (:class:`CineWorkflow`).
 * :mod:`CinePropLib.tasks` — long calls in a worker thread: progress, Cancel, outcome on poll.
 * :mod:`CinePropLib.panel` — fills the panel's widgets (any Qt binding).
 

@@ -13,7 +13,7 @@ import slicer
 from CinePropLib import panel
 from CinePropLib.client import ServerError
 from CinePropLib.conversions import ConversionError
-from CinePropLib.logic import WorkflowError, describe_error
+from CinePropLib.workflow import WorkflowError, describe_error
 from CinePropLib.tasks import BackgroundTask
 
 #: How often the GUI thread collects a running step's progress and outcome (ms).

@@ -1,4 +1,4 @@
-"""The module logic: MRML nodes ⇄ the arrays of :class:`CinePropLib.logic.CineWorkflow`. Needs 3D Slicer.
+"""The module logic: MRML nodes ⇄ the arrays of :class:`CinePropLib.workflow.CineWorkflow`. Needs 3D Slicer.
 
 Split for the GUI thread: ``readPainting`` (nodes → arrays) and ``showResult`` (arrays → nodes)
 touch MRML and run on the GUI thread; ``propagateArrays`` and the workflow's calls are network
@@ -15,7 +15,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from CinePropLib import nodes, sequences
 from CinePropLib.conversions import cine_from_frames, cine_from_volume
-from CinePropLib.logic import CineWorkflow, WorkflowError
+from CinePropLib.workflow import CineWorkflow, WorkflowError
 from CinePropLib.segments import SegmentSpec, assign_values, palette_color, result_segments
 from CinePropLib.support import next_flagged
 from CinePropLib.volumefiles import file_positions, read_cine_file
@@ -55,10 +55,39 @@ class CineNodesLogic(ScriptedLoadableModuleLogic):
     def supportFrames(self, cine, labels):
         return self.workflow.support_frames(cine, labels)
 
+    # -- server (network only: the widget calls these from a BackgroundTask) ---------------------
+    def connect(self, url, username="", password="", verifyTls=True):
+        """Log in (when the server asks for it) and remember the server; returns its description."""
+        return self.workflow.connect(url, username, password, verifyTls)
+
+    def studies(self):
+        return self.workflow.studies()
+
+    def nextStudy(self):
+        """The next study the server's active-learning strategy proposes (``None``: every study is done)."""
+        return self.workflow.next_study()
+
+    def propagate(self, cine, labels, segments, imageId=None, threshold=0.5, params=None):
+        """The server's propagation of the painted ``labels``; it becomes the last result only through
+        :meth:`acceptResult` (on the GUI thread, once shown), so a cancelled run leaves no trace."""
+        return self.workflow.propagate(cine, labels, segments, imageId, threshold, params, record=False)
+
     def propagateArrays(self, cine, labels, segments, imageId=None, threshold=0.5, params=None):
         """Propagate and accept the result (tests, scripts). The panel splits the two: see :meth:`acceptResult`."""
-        result = self.workflow.propagate(cine, labels, segments, imageId, threshold, params, record=False)
-        return self.acceptResult(cine, result, segments)
+        return self.acceptResult(cine, self.propagate(cine, labels, segments, imageId, threshold, params), segments)
+
+    def submit(self, cine, labels, segments, imageId=None):
+        """Save the labels as the study's final label; returns the study's image id."""
+        return self.workflow.submit(cine, labels, segments, imageId)
+
+    def startTraining(self, task):
+        return self.workflow.start_training(task)
+
+    def stopTraining(self):
+        self.workflow.stop_training()
+
+    def trainingProgress(self):
+        return self.workflow.training_progress()
 
     def acceptResult(self, cine, result, segments):
         """GUI thread, once the user is shown ``result``: it becomes the last result (a cancelled one never does)."""
@@ -67,6 +96,12 @@ class CineNodesLogic(ScriptedLoadableModuleLogic):
         self.lastResult = result
         self.lastSegments = result_segments(values, result.label_names, segments)
         return result
+
+    def frameConfidence(self, frame):
+        """The last result's confidence of ``frame`` as shown in the panel's table."""
+        if self.lastResult is None:
+            raise WorkflowError("Propagate first")
+        return self.lastResult.rows()[frame][1]
 
     def nextFlaggedFrame(self, currentFrame):
         if self.lastResult is None:

@@ -20,7 +20,7 @@ from CinePropLib.client import (
     normalise_url,
     remember_url,
 )
-from CinePropLib.logic import CLIENT_ID, CineWorkflow, default_client_id, describe_error
+from CinePropLib.workflow import CLIENT_ID, CineWorkflow, default_client_id, describe_error
 
 
 def _free_port() -> int:
@@ -99,7 +99,7 @@ def test_study_summary_shows_tags_and_score():
 
 def test_missing_tasks_are_refused_before_any_request():
     """MONAI Label answers a bare HTTP 500 for an unknown task; the workflow names what is missing."""
-    from CinePropLib.logic import WorkflowError
+    from CinePropLib.workflow import WorkflowError
 
     workflow = CineWorkflow(CinePropClient(f"http://127.0.0.1:{_free_port()}"))  # nothing listens there
     workflow.info = {"models": {"cineprop": {}}, "trainers": {}, "strategies": {"random": {}}}

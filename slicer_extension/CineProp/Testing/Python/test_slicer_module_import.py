@@ -18,12 +18,13 @@ import pytest
 import slicer_standins
 
 from CinePropLib.conversions import ijk_to_kji
-from CinePropLib.logic import WorkflowError
+from CinePropLib.workflow import WorkflowError
 from CinePropLib.results import parse_result
 
 MODULE_DIR = Path(__file__).resolve().parents[2]  # slicer_extension/CineProp
 
-LIBRARY_MODULES = ["client", "conversions", "logic", "panel", "results", "segments", "support", "tasks", "volumefiles"]
+LIBRARY_MODULES = [
+    "client", "conversions", "panel", "results", "segments", "support", "tasks", "volumefiles", "workflow"]
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_code_that_runs_only_in_slicer_calls_what_exists(module):
     """The widget and the MRML adapters cannot run here; every logic, adapter, panel and workflow
     function they call must at least exist (a renamed function fails here, not in front of a user)."""
     from CinePropLib import nodes, panel, sequences
-    from CinePropLib.logic import CineWorkflow
+    from CinePropLib.workflow import CineWorkflow
 
     files = [MODULE_DIR / "CineProp.py", *(MODULE_DIR / "CinePropLib").glob("*.py")]
     logic, workflow = module.CinePropLogic(), CineWorkflow()             # instances: attributes set in __init__
@@ -110,3 +111,15 @@ def test_code_that_runs_only_in_slicer_calls_what_exists(module):
                for name in _attribute_calls(path, owner) if not hasattr(target, name)]
     assert not missing, missing
     assert _attribute_calls(MODULE_DIR / "CineProp.py", "self.logic")       # the check sees the calls
+
+
+def test_the_widget_calls_only_its_logic():
+    """Widget → Logic → workflow: the widget never calls into what the logic holds (``self.logic.workflow.x()``)."""
+    import ast
+
+    tree = ast.parse((MODULE_DIR / "CineProp.py").read_text())
+    reaches = sorted({ast.unparse(node.func) for node in ast.walk(tree)
+                      if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                      and ast.unparse(node.func).startswith("self.logic.") and ast.unparse(node.func).count(".") > 2})
+    assert not reaches, reaches
+    assert not _attribute_calls(MODULE_DIR / "CineProp.py", "self.logic.workflow")

@@ -16,7 +16,7 @@ import pytest
 
 from CinePropLib import panel
 from CinePropLib.client import Study
-from CinePropLib.logic import TrainingProgress
+from CinePropLib.workflow import TrainingProgress
 from CinePropLib.results import parse_result
 
 MODULE_DIR = Path(__file__).resolve().parents[2]  # slicer_extension/CineProp

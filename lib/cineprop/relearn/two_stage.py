@@ -77,7 +77,7 @@ def plan_item(slot: int, painted: Sequence[int], frame_idx: int, num_frames: int
 
 @dataclass
 class VideoClip:
-    """Everything stage 2 needs for one cine (built by :func:`cineprop.relearn.clip.build_clip`).
+    """Everything stage 2 needs for one cine (built by :func:`cineprop.relearn.clip_from_stage1.build_clip`).
 
     Attributes:
         name, shape: the cine's name and ``(H, W, T)``.

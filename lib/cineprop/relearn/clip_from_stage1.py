@@ -1,4 +1,4 @@
-"""Building a :class:`~cineprop.relearn.video.VideoClip` from a finished stage-1 session.
+"""Building a :class:`~cineprop.relearn.two_stage.VideoClip` from a finished stage-1 session (stage 1 → clip).
 
 Stage 1 runs the image model's session; the clip then holds the ROI crops, painted masks and
 stage-1 predictions at the working resolution, the stage-2 plan of every (label, frame), the
@@ -14,7 +14,7 @@ import torch
 from cineprop.io.cine import Cine
 from cineprop.propagation import Propagation
 from cineprop.relearn.config import RelearnConfig
-from cineprop.relearn.video import Item, VideoClip, plan_item
+from cineprop.relearn.two_stage import Item, VideoClip, plan_item
 from cineprop.session import PropagationSession, SessionConfig
 from cineprop.shots import shot_weight
 from cineprop.support import SupportSet

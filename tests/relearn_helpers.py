@@ -19,7 +19,7 @@ from cineprop.model import FewShotSegmenter, ModelConfig
 from cineprop.synthetic import moving_shapes
 from cineprop.training.data import CineSet
 from cineprop.training.episodes import EpisodeMix, EpisodeSampler
-from cineprop.training.train_image import segmentation_loss
+from cineprop.training.losses import segmentation_loss
 from cineprop.transforms import normalise_intensity
 
 TINY = ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1), decoder=(16, 12, 8))

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from cineprop.errors import InputError
 from cineprop.io import (Geometry, Volume, assemble_labels, cines_from_volume, load_cines, load_labelled_cine,
-                         read_image, read_label, write_image, write_label)
+                         read_image, read_label, read_volume_header, write_image, write_label)
 from cineprop.io.atomic import atomic_path
 
 
@@ -99,6 +99,23 @@ def test_random_bytes(tmp_path):
     with pytest.raises(InputError, match="noise.nii.gz: not a readable image"):
         read_image(bad)
     assert sha(bad) == before
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_the_header_alone_says_what_the_full_read_finds(tmp_path, synthetic, geometry3d, suffix):
+    """One header reader serves the volume reader, the batch output check and the upload size limit."""
+    from cineprop.io.limited import declared_bytes
+
+    path = write_image(tmp_path / f"img{suffix}", synthetic[0][:, :, :7], geometry3d)
+    header, volume = read_volume_header(path), read_image(path)
+    assert header.size == volume.shape == (48, 56, 7) and header.components == 1
+    assert header.geometry == volume.geometry
+    assert declared_bytes(path, "volume") == 48 * 56 * 7 * 4
+    bad = tmp_path / "noise.nii.gz"
+    bad.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(InputError, match="noise.nii.gz: not a readable image"):
+        read_volume_header(bad)
+    assert declared_bytes(bad, "volume") is None
 
 
 def test_truncated_file(tmp_path, synthetic, geometry3d):

@@ -3,6 +3,13 @@
 Score definition (so numbers compare across methods and with ``docs/benchmarks.md``): per sequence
 and label, the mean per-frame Dice over the *query* frames (support frames of that label
 excluded) where the ground truth or the prediction is non-empty.
+
+Dice, IoU and HD95 are written here rather than taken from ``monai.metrics``, and
+``tests/test_metrics_monai.py`` cross-checks them against MONAI on real ACDC masks. Dice and IoU equal
+``compute_dice``/``compute_iou`` (to float32 rounding), but they are a count each. They run per frame
+on numpy arrays or device tensors, and MONAI would need one-hot ``B×C×H×W`` input and a 4 s import.
+HD95 keeps the definition that every HD95 in ``docs/benchmarks.md`` uses, which is not MONAI's (see
+:func:`hausdorff95`).
 """
 
 from __future__ import annotations
@@ -34,11 +41,26 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
+    """``H×W`` bool: the pixels of ``mask`` with a pixel outside among their 8 neighbours."""
     return mask & ~ndimage.binary_erosion(mask, structure=np.ones((3, 3), bool), border_value=0)
 
 
 def hausdorff95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> float:
-    """95th-percentile symmetric surface distance in mm; NaN when either mask is empty."""
+    """95th percentile of the symmetric surface distance in mm; NaN when either mask is empty.
+
+    The surface of a mask is its pixels with an outside pixel among their 8 neighbours. The score is
+    the 95th percentile of the pooled distances (each surface pixel of one mask to the nearest
+    surface pixel of the other, both directions), with ``spacing`` in mm per axis of ``H×W``.
+
+    How this differs from ``monai.metrics.compute_hausdorff_distance(percentile=95)``. MONAI (1.6)
+    uses 4-neighbour surfaces (a thinner edge) and takes the larger of the two *directed* 95th
+    percentiles instead of pooling them. Those two changes reproduce MONAI's number to float32
+    rounding, which the cross-check test asserts. MONAI also gives NaN when a mask is empty, as here.
+    On 137 ACDC val slices (6 cines, labels 1–3, frame t scored against frame 0, 1 mm pixels) the
+    mean is 10.49 mm here against 11.01 mm for MONAI. MONAI is never lower and is at most 1.96 mm
+    higher, with a median of 0.44 mm. The larger directed percentile alone adds 0.34 mm on average
+    and the thinner edge alone adds 0.20 mm.
+    """
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
     if not pred.any() or not gt.any():
         return math.nan

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import SimpleITK as sitk
 
 from cineprop.errors import CinepropError, InputError, where
 from cineprop.io.atomic import atomic_write_text
-from cineprop.io.volume import VOLUME_SUFFIXES, read_label
+from cineprop.io.volume import VOLUME_SUFFIXES, read_label, read_volume_header
 
 LABEL_SUFFIX = "_label"
 #: ``--support-from`` value meaning "the ``ID_label`` file beside each cine".
@@ -158,33 +157,21 @@ def plan_jobs(data_dir: str | os.PathLike, support_from: str, out_dir: str | os.
     return jobs
 
 
-def header(path: str | os.PathLike) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """Size (index order), spacing, origin and direction of a volume file, from its header only."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise InputError(where(path, "not a readable image header")) from None
-    return (tuple(int(s) for s in reader.GetSize()), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
-            tuple(reader.GetDirection()))
-
-
 def output_problem(job: CineJob) -> str | None:
     """Why ``job``'s output is not a finished result (``None`` when it is a valid label volume of the cine's shape
     and geometry). Reads the whole output, so a truncated file is caught."""
     if not Path(job.output).is_file():
         return "no output file"
     try:
-        size, spacing, origin, direction = header(job.image)
+        cine = read_volume_header(job.image)
         label = read_label(job.output)
     except CinepropError as exc:
         return str(exc)
-    if label.shape != size:
-        return f"output shape {label.shape} differs from the cine's {size}"
-    g = label.geometry
-    if not (np.allclose(g.spacing, spacing, atol=1e-4) and np.allclose(g.origin, origin, atol=1e-3)
-            and np.allclose(g.direction, direction, atol=1e-5)):
+    if label.shape != cine.size:
+        return f"output shape {label.shape} differs from the cine's {cine.size}"
+    g, c = label.geometry, cine.geometry
+    if not (np.allclose(g.spacing, c.spacing, atol=1e-4) and np.allclose(g.origin, c.origin, atol=1e-3)
+            and np.allclose(g.direction, c.direction, atol=1e-5)):
         return "output geometry differs from the cine's"
     return None
 

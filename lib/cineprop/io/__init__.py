@@ -23,17 +23,19 @@ from cineprop.io.volume import (
     MAX_VOXELS,
     Geometry,
     Volume,
+    VolumeHeader,
     as_label_array,
     read_image,
     read_label,
+    read_volume_header,
     write_image,
     write_label,
 )
 
 __all__ = [
     "INPUT_SUFFIXES", "CropBox", "Ingested", "convert", "ingest", "input_kind", "parse_crop", "read_any",
-    "MAX_FRAMES", "MAX_LABEL", "MAX_SIDE", "MAX_VOXELS", "Cine", "Geometry", "Volume", "as_label_array",
-    "assemble_labels", "atomic_path", "atomic_write_bytes", "atomic_write_text", "cines_from_volume",
-    "labels_for", "load_cines", "load_labelled_cine", "read_image", "read_label", "slice_positions", "stem",
-    "write_image", "write_label",
+    "MAX_FRAMES", "MAX_LABEL", "MAX_SIDE", "MAX_VOXELS", "Cine", "Geometry", "Volume", "VolumeHeader",
+    "as_label_array", "assemble_labels", "atomic_path", "atomic_write_bytes", "atomic_write_text",
+    "cines_from_volume", "labels_for", "load_cines", "load_labelled_cine", "read_image", "read_label",
+    "read_volume_header", "slice_positions", "stem", "write_image", "write_label",
 ]

@@ -12,6 +12,7 @@ of PALETTE COLOR); MONOCHROME1 is inverted (``min + max − value``) so that bri
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -67,6 +68,18 @@ class Header:
     instance: int = 0
     frame_time: float | None = None
     per_frame: list[tuple] = field(default_factory=list)
+
+    @functools.cached_property
+    def syntax(self):
+        """``transfer_syntax`` parsed once, as a pydicom ``UID``; ``None`` without file meta (pydicom
+        then assumes an uncompressed syntax)."""
+        from pydicom.uid import UID
+
+        if not self.transfer_syntax:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return UID(self.transfer_syntax)
 
 
 def _floats(value, n: int) -> tuple[float, ...] | None:
@@ -216,13 +229,12 @@ def read_header(path: Path) -> Header:
 def check_decodable(header: Header) -> None:
     """Refuse pixel data in a transfer syntax no installed pixel handler decodes, before decoding."""
     import pydicom.config
-    from pydicom.uid import UID
 
-    if not header.transfer_syntax:
-        return  # no file meta: pydicom assumes an uncompressed syntax
+    syntax = header.syntax
+    if syntax is None:
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        syntax = UID(header.transfer_syntax)
         known = syntax.is_valid and not syntax.is_private and syntax.type == "Transfer Syntax"
     if not known:
         raise InputError(where(header.path, f"unknown transfer syntax {header.transfer_syntax!r}"))
@@ -240,19 +252,13 @@ def _check_one_bit_header(ds, header: Header) -> None:
     into 8 "pixels": the frames decode as stripes of noise instead of failing. Real 1-bit data
     holds one eighth of a byte per pixel.
     """
-    if int(getattr(ds, "BitsAllocated", 0) or 0) != 1 or "PixelData" not in ds or _is_compressed(header):
+    if int(getattr(ds, "BitsAllocated", 0) or 0) != 1 or "PixelData" not in ds or (header.syntax and header.syntax.is_compressed):
         return
     pixels = int(ds.Rows) * int(ds.Columns) * max(1, header.frames) * max(1, header.samples)
     if len(ds.PixelData) >= pixels:
         raise InputError(where(header.path, f"BitsAllocated is 1, but the pixel data holds {len(ds.PixelData)} "
                                             f"bytes for {pixels} pixels (8 bits each): the header is wrong; "
                                             "correct BitsAllocated/BitsStored and try again"))
-
-
-def _is_compressed(header: Header) -> bool:
-    from pydicom.uid import UID
-
-    return bool(header.transfer_syntax) and UID(header.transfer_syntax).is_compressed
 
 
 def decode_frames(header: Header) -> np.ndarray:

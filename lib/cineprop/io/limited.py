@@ -55,18 +55,16 @@ def declared_bytes(path: str | os.PathLike, kind: str) -> int | None:
     """
     p = Path(path)
     if kind == "volume":
-        import SimpleITK as sitk
+        from cineprop.io.volume import read_volume_header
 
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(p))
         try:
-            reader.ReadImageInformation()
-        except RuntimeError:
+            header = read_volume_header(p)
+        except InputError:
             return None  # unreadable: the reader itself says so
         voxels = 1
-        for side in reader.GetSize():
-            voxels *= int(side)
-        return voxels * max(int(reader.GetNumberOfComponents()), 1) * 4
+        for side in header.size:
+            voxels *= side
+        return voxels * max(header.components, 1) * 4
     if kind == "archive":
         try:
             with zipfile.ZipFile(p) as archive:

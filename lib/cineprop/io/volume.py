@@ -173,6 +173,38 @@ def _check_nifti_header(p: Path) -> None:
                                   "qform/sform to take it from"))
 
 
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a volume file's header says: ``size`` in index order (``H×W×T`` or ``H×W×Z×T``, as the
+    arrays), the geometry and the number of components per voxel (1 grey, 3–4 colour)."""
+
+    size: tuple[int, ...]
+    geometry: Geometry
+    components: int
+
+
+def read_volume_header(path: str | os.PathLike) -> VolumeHeader:
+    """The header of a NIfTI/NRRD/MetaImage file, without reading its pixels (nor checking limits).
+
+    Raises:
+        InputError: not a readable image.
+    """
+    return _open(Path(path))[1]
+
+
+def _open(p: Path) -> tuple[sitk.ImageFileReader, VolumeHeader]:
+    """The one header reader: a SimpleITK reader that has read ``p``'s header, and that header."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(where(p, "not a readable image (corrupt or not a NIfTI/NRRD/MetaImage file)")) from None
+    geometry = Geometry(tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
+    return reader, VolumeHeader(tuple(int(s) for s in reader.GetSize()), geometry,
+                                int(reader.GetNumberOfComponents()))
+
+
 def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
     """Read header (limits checked first), then pixels. Returns index-order array, geometry, components.
 
@@ -182,17 +214,10 @@ def _read(p: Path) -> tuple[np.ndarray, Geometry, int]:
     """
     if _is_nifti(p):
         _check_nifti_header(p)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(p))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise InputError(where(p, "not a readable image (corrupt or not a NIfTI/NRRD/MetaImage file)")) from None
-    size = tuple(int(s) for s in reader.GetSize())
+    reader, head = _open(p)
+    size, geometry, components = head.size, head.geometry, head.components
     check_size(size, p)
-    geometry = Geometry(tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
     check_geometry(geometry, p)
-    components = int(reader.GetNumberOfComponents())
     if not 1 <= components <= 4:
         raise InputError(where(p, f"{components} components per voxel; expected grey or colour (1 to 4)"))
     try:

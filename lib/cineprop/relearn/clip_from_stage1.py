@@ -106,8 +106,12 @@ def _deformed_copy(rng: np.random.Generator, slot: int, frame: int, image: np.nd
 
 
 def _augment_intensity(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    """A photometric view of a frame (gamma, contrast, noise) for temporal pseudo supervision."""
+    """A photometric view of a frame (gamma, contrast, noise) for temporal pseudo supervision.
+
+    Training's intensity change with milder ranges, no brightness shift and no blur or speckle.
+    """
+    from cineprop.training.augment import Intensity
+
     gamma = float(np.exp(rng.uniform(-0.35, 0.35)))
-    out = (np.clip(image, 0, 1) ** gamma - 0.5) * float(rng.uniform(0.8, 1.2)) + 0.5
-    out = out + rng.normal(0, float(rng.uniform(0.0, 0.04)), image.shape)
-    return np.clip(out, 0, 1).astype(np.float32)
+    contrast = float(rng.uniform(0.8, 1.2))
+    return Intensity(gamma=gamma, contrast=contrast, gauss=float(rng.uniform(0.0, 0.04))).apply(rng, image)

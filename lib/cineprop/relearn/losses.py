@@ -1,7 +1,8 @@
 """The relearning loss terms (formulas in ``docs/method.md``).
 
 Shapes: ``L`` labels, ``n`` consecutive frames of a window, ``C×h×w`` features entering the head,
-``R×R`` foreground probabilities.
+``R×R`` foreground probabilities. ``L_s`` (cross-entropy + Dice on the painted frames) is the
+training loss, :func:`cineprop.training.losses.segmentation_loss` with ``per_image=True``.
 """
 
 from __future__ import annotations
@@ -36,16 +37,6 @@ def feature_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def prediction_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``L_p = mean (P − P*)²`` of the foreground probabilities."""
     return (probs - target).pow(2).mean()
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``L_s``: cross-entropy + soft Dice of ``B×2×R×R`` logits against ``B×R×R`` {0, 1} masks."""
-    ce = F.cross_entropy(logits, target.long())
-    fg = torch.softmax(logits, 1)[:, 1]
-    t = target.float()
-    dims = (1, 2)
-    dice = 1 - (2 * (fg * t).sum(dims) + 1) / (fg.sum(dims) + t.sum(dims) + 1)
-    return ce + dice.mean()
 
 
 def warp_loss(probs: torch.Tensor, pairs: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]

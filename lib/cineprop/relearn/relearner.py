@@ -24,9 +24,10 @@ from cineprop.flow import FlowField
 from cineprop.metrics import dice
 from cineprop.model import FewShotSegmenter, VideoSegmenter
 from cineprop.relearn.config import RelearnConfig
-from cineprop.relearn.losses import (feature_loss, prediction_loss, pseudo_supervision_loss, segmentation_loss,
-                                     temporal_loss, warp_loss)
+from cineprop.relearn.losses import (feature_loss, prediction_loss, pseudo_supervision_loss, temporal_loss,
+                                     warp_loss)
 from cineprop.relearn.two_stage import ClipEncoder, Item, VideoClip, predict, warp_grid
+from cineprop.training.losses import segmentation_loss
 from cineprop.training.optim import optimiser_step
 
 
@@ -193,7 +194,7 @@ class ConsistencyRelearner:
             fused = self._fused(student, state, [it for it, _ in chosen])
             logits.append(student.decode(student.temporal_attend(fused[:, None])[:, 0]))
             targets.extend(m for _, m in chosen)
-        return segmentation_loss(torch.cat(logits), torch.stack(targets))
+        return segmentation_loss(torch.cat(logits), torch.stack(targets), per_image=True)
 
     @staticmethod
     def _context(state: ClipState, items: list[Item], own: torch.Tensor, w: int

@@ -27,7 +27,7 @@ from cineprop.errors import CinepropError, InputError
 from cineprop.io.cine import load_labelled_cine, stem
 from cineprop.training.data import CineSet
 from cineprop.training.episodes import EpisodeMix, EpisodeSampler
-from cineprop.training.train_image import segmentation_loss
+from cineprop.training.losses import segmentation_loss
 from cineprop.training.validate import validate_cines
 from cineprop.transforms import normalise_intensity
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from cineprop.checkpoints import read_checkpoint, save_checkpoint
@@ -26,6 +25,7 @@ from cineprop.io.atomic import atomic_write_text
 from cineprop.model import FewShotSegmenter, ModelConfig
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
 from cineprop.training.episodes import EpisodeMix, EpisodeSampler
+from cineprop.training.losses import segmentation_loss
 from cineprop.training.optim import optimiser_step
 from cineprop.training.validate import validate_cines
 
@@ -52,15 +52,6 @@ class TrainConfig:
     threads: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     mix: EpisodeMix = field(default_factory=EpisodeMix)
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy + soft Dice of the foreground over the whole batch (empty targets allowed)."""
-    ce = F.cross_entropy(logits, target)
-    fg = torch.softmax(logits, 1)[:, 1]
-    t = target.float()
-    dice = 1 - (2 * (fg * t).sum() + 1) / (fg.sum() + t.sum() + 1)
-    return ce + dice
 
 
 def _lr(step: int, cfg: TrainConfig) -> float:

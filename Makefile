@@ -39,7 +39,7 @@ test: $(STAMP)
 APP_CONF ?=
 SAMPLE_LABELS ?= right ventricle,myocardium,left ventricle
 run: $(STAMP)
-	$(PY) scripts/prepare_studies.py data/sample $(STUDIES)
+	$(PY) tools/prepare_studies.py data/sample $(STUDIES)
 	$(PY) -m monailabel.main start_server --app monailabel_app --studies $(STUDIES) --host $(HOST) --port $(PORT) \
 		--conf labels "$(SAMPLE_LABELS)" $(APP_CONF)
 

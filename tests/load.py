@@ -1,6 +1,6 @@
 """Load on a real server: concurrent infers plus a background task, with ``/info`` probed throughout.
 
-Used by ``tests/test_app_load.py`` (small, bounded) and ``tools/bench_load.py`` (the numbers in
+Used by ``tests/test_app_load.py`` (small, bounded) and ``bench/bench_load.py`` (the numbers in
 ``docs/benchmarks.md``). Everything goes to 127.0.0.1 through HTTP.
 
 :func:`run_load`:

@@ -74,8 +74,8 @@ def free_port() -> int:
 
 def prepare_sample_studies(dest: str | Path, ids: list[str] | None = None, support: str = "middle", shots: int = 2,
                            with_support: bool | list[str] = True) -> list[str]:
-    """Copy the bundled sample cines into ``dest`` with a painted support each (``scripts/prepare_studies.py``)."""
-    spec = importlib.util.spec_from_file_location("prepare_studies", REPO / "scripts" / "prepare_studies.py")
+    """Copy the bundled sample cines into ``dest`` with a painted support each (``tools/prepare_studies.py``)."""
+    spec = importlib.util.spec_from_file_location("prepare_studies", REPO / "tools" / "prepare_studies.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)

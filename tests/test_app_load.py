@@ -5,7 +5,7 @@ finish, and ``GET /info/`` (probed every 0.1 s on a new connection) must answer 
 1 s (the issue's bound) while the infers run. The server runs method ``model`` on a tiny checkpoint,
 so the background task is a real training: ``cineprop_image`` fine-tuning on the 8 studies' saved
 labels in a MONAI Label subprocess, at learning rate 0 so it cannot publish new weights mid-test.
-Only the order of magnitude bound of the issue is asserted; ``tools/bench_load.py`` reports the
+Only the order of magnitude bound of the issue is asserted; ``bench/bench_load.py`` reports the
 numbers (throughput, percentiles) in docs/benchmarks.md.
 """
 

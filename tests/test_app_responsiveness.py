@@ -3,7 +3,7 @@
 Measured through HTTP on real servers: a ``GET /info/`` sent while a long propagation runs. With
 ``--conf infer_threads 0`` (MONAI Label's own infer endpoint) it is answered only when the
 inference ends; with the default (inference in a worker thread) it is answered before. Only the
-order of events is asserted (no absolute times); ``scripts/bench_server.py`` reports the numbers.
+order of events is asserted (no absolute times); ``bench/bench_server.py`` reports the numbers.
 """
 
 from __future__ import annotations

@@ -186,10 +186,10 @@ def test_issue_controls_exist(name):
 
 
 def test_documentation_screenshots_render(qapp, tmp_path):
-    """``tools/render_panel.py`` (the docs' screenshots) still renders the current .ui."""
+    """``tools/render_panel.py`` at the repository root (the docs' screenshots) still renders the current .ui."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("render_panel", MODULE_DIR.parent / "tools" / "render_panel.py")
+    spec = importlib.util.spec_from_file_location("render_panel", MODULE_DIR.parents[1] / "tools" / "render_panel.py")
     render_panel = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render_panel)
     paths = render_panel.render(tmp_path)

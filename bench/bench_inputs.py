@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
 
-    PYTHONPATH=$PWD/lib .venv/bin/python tools/bench_inputs.py [--repeats 3]
+    PYTHONPATH=$PWD/lib .venv/bin/python bench/bench_inputs.py [--repeats 3]
 
 Prints a Markdown table: input, size on disk, output shape, median wall time of
 :func:`cineprop.io.convert` (read + checks + atomic NIfTI write) and frames per second. The inputs

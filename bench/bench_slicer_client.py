@@ -5,7 +5,7 @@ For each bundled sample cine, as a *local* cine (uploaded once as a session): on
 ``CineWorkflow.propagate`` (write the support, HTTP, read the result) against the server's own
 ``latencies.total``, measured in the same run. Usage, with a server running::
 
-    PYTHONPATH=$PWD/lib .venv/bin/python slicer_extension/tools/bench_client.py --server http://127.0.0.1:8000
+    PYTHONPATH=$PWD/lib .venv/bin/python bench/bench_slicer_client.py --server http://127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "slicer_extension" / "CineProp"))
 
 from CinePropLib.conversions import CineArrays  # noqa: E402

@@ -6,7 +6,7 @@ Every run is the real command (``python -m cineprop batch ...``) in a subprocess
 the ``summary.json`` and ``manifest.csv`` it writes, the process wall time, and the memory of its
 processes sampled every 0.2 s. Writes a JSON report and prints Markdown tables (docs/benchmarks.md).
 
-    PYTHONPATH=lib python scripts/bench_batch.py --data ../shared/data/acdc/sequences \\
+    PYTHONPATH=lib python bench/bench_batch.py --data ../shared/data/acdc/sequences \\
         --split-file ../shared/data/acdc/splits.csv --split test --method flow --out-json bench_batch.json
 
 Supports: ``--supports first`` (default) writes one-shot support volumes (per label, the first frame

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Prepare a MONAI Label studies folder from labelled cines, with a painted support per study.
 
-    python scripts/prepare_studies.py data/sample .run/studies [--support middle] [--shots 2]
+    python tools/prepare_studies.py data/sample .run/studies [--support middle] [--shots 2]
 
 For every ``ID.nii.gz`` with a ground truth ``ID_label.nii.gz`` in SOURCE, copies the cine to
 ``DEST/ID.nii.gz`` and writes a support label ``DEST/labels/support/ID.nii.gz`` holding only the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark re-propagation through HTTP: the second infer of a study, with one more painted frame.
 
-    PYTHONPATH=lib .venv/bin/python scripts/bench_repropagation.py [--method model] [--frames 60] [--size 256]
+    PYTHONPATH=lib .venv/bin/python bench/bench_repropagation.py [--method model] [--frames 60] [--size 256]
                                                                    [--repeats 3] [--out bench.json]
 
 Starts a real server on 127.0.0.1 (``tests/servers.py``, ``--conf method METHOD``, the app's

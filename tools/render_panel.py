@@ -9,7 +9,7 @@ The numbers shown come from a real propagation of a bundled ACDC cine: through a
 server with ``--server URL`` (how the images in ``docs/images`` were made), else locally with
 cineprop's ``flow`` baseline. Usage::
 
-    QT_QPA_PLATFORM=offscreen python slicer_extension/tools/render_panel.py --server http://127.0.0.1:8000
+    QT_QPA_PLATFORM=offscreen python tools/render_panel.py --server http://127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 
 HERE = Path(__file__).resolve()
-REPO = HERE.parents[2]
+REPO = HERE.parents[1]
 MODULE_DIR = REPO / "slicer_extension" / "CineProp"
 sys.path.insert(0, str(MODULE_DIR))
 

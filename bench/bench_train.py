@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the app's train tasks through HTTP on the bundled sample studies.
 
-    PYTHONPATH=lib .venv/bin/python scripts/bench_train.py --checkpoint CKPT [--relearn-steps 20]
+    PYTHONPATH=lib .venv/bin/python bench/bench_train.py --checkpoint CKPT [--relearn-steps 20]
                                                            [--image-steps 20] [--out bench.json]
 
 Starts a real server (``tests/servers.py``) on a temporary copy of the app and of ``data/sample``
@@ -98,7 +98,7 @@ def main() -> int:
     for r in rows:
         if r["decision"]:
             print(f"{r['task']}: {r['decision']}")
-    print("command: PYTHONPATH=$PWD/lib .venv/bin/python scripts/bench_train.py " + " ".join(sys.argv[1:]))
+    print("command: PYTHONPATH=$PWD/lib .venv/bin/python bench/bench_train.py " + " ".join(sys.argv[1:]))
     if args.out:
         Path(args.out).write_text(json.dumps({"before_infer_s": before, "rows": rows}, indent=1))
     return 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the MONAI Label app through HTTP: server start, infer latency, /info during an infer.
 
-    PYTHONPATH=lib .venv/bin/python scripts/bench_server.py [--method flow] [--frames 30] [--size 256]
+    PYTHONPATH=lib .venv/bin/python bench/bench_server.py [--method flow] [--frames 30] [--size 256]
                                                             [--repeats 5] [--out bench.json]
 
 Starts two real servers on 127.0.0.1 (``tests/servers.py``) on a temporary studies folder holding
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 for key, values in bench(name, conf, studies, supports, args.repeats).items():
                     raw[name].setdefault(key, []).extend(values)
         results = [summary(name, conf, raw[name]) for name, conf in servers.items()]
-    command = "PYTHONPATH=lib python scripts/bench_server.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "PYTHONPATH=lib python bench/bench_server.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"command": command.strip(), "cpus": os.cpu_count(), "load_avg_1min_at_start": round(load, 2),
               "python": platform.python_version(), "cine": f"{args.size}x{args.size}x{args.frames}",
               "method": args.method, "results": results}

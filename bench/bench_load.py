@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load benchmark of the MONAI Label server: N concurrent infers plus a background task, /info probed.
 
-    PYTHONPATH=$PWD/lib .venv/bin/python tools/bench_load.py [--studies 8] [--size 256] [--frames 30]
+    PYTHONPATH=$PWD/lib .venv/bin/python bench/bench_load.py [--studies 8] [--size 256] [--frames 30]
         [--method flow] [--infer-threads 1] [--no-background] [--out load.json]
 
 Starts a real server on 127.0.0.1 (``tests/servers.py``) on a temporary folder of ``--studies``

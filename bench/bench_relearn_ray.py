@@ -16,7 +16,7 @@ prints a Markdown table (docs/benchmarks.md).
 step ``--kill-after`` or later, lets the run finish, then runs the same command without a kill and
 compares the two final checkpoints and histories.
 
-    PYTHONPATH=lib python scripts/bench_relearn_ray.py --data ../shared/data/acdc/sequences \\
+    PYTHONPATH=lib python bench/bench_relearn_ray.py --data ../shared/data/acdc/sequences \\
         --split-file ../shared/data/acdc/splits.csv --split train --limit 4 --checkpoint image.pt \\
         --steps 12 --steps-per-cine 3 --workers 2 --repeat 3 --out-json docs/results/relearn_ray_acdc_2cores.json
 """

@@ -23,7 +23,7 @@ import numpy as np
 
 from cineprop.errors import CheckpointError, where
 from cineprop.io import Cine
-from cineprop.methods import build_propagator, options
+from cineprop.methods import accepted_options, build_propagator, method_options
 from cineprop.propagation import Propagation, Propagator
 from cineprop.support import SupportSet
 from cineprop.volume_propagation import CineResult, VolumeResult, load_painted, propagate_volume
@@ -73,10 +73,10 @@ class PropagationService:
     def __init__(self, settings: AppSettings, model_dir: str | Path):
         self.settings = settings
         self.model_dir = Path(model_dir)
-        accepted = options(settings.method)  # imports the method's module only (cheap)
+        accepted = accepted_options(settings.method)  # imports the method's options module only
         given = {"checkpoint": settings.checkpoint, "device": settings.device, "steps": settings.relearn_steps}
         for option, value in given.items():
-            if value is not None and accepted is not None and option not in accepted:
+            if value is not None and option not in accepted:
                 raise SettingsError(f"--conf {_OPTION_KEYS[option]}: method {settings.method!r} takes no {option}")
         self._accepted = accepted
         self._lock = threading.Lock()
@@ -88,7 +88,7 @@ class PropagationService:
         self.sessions = SessionCache(settings.session_cache, settings.session_cache_mb * 2**20)
 
     def _takes(self, option: str) -> bool:
-        return self._accepted is None or option in self._accepted
+        return option in self._accepted
 
     def checkpoint(self) -> Path | None:
         """The checkpoint in use: ``model/cineprop.pt`` if present, else ``--conf checkpoint``, else ``None``.
@@ -105,7 +105,7 @@ class PropagationService:
 
     def trains(self) -> bool:
         """Whether the method loads a checkpoint, i.e. whether training can change what is served."""
-        return self._accepted is not None and "checkpoint" in self._accepted
+        return "checkpoint" in self._accepted
 
     def _fingerprint(self) -> tuple | None:
         path = self.checkpoint()
@@ -118,13 +118,13 @@ class PropagationService:
         return str(path), stat.st_mtime_ns, stat.st_size
 
     def _build(self, method: str, key: tuple | None) -> Propagator:
-        accepted = options(method)
-        opts = {"checkpoint": key[0] if key else None, "device": self.settings.device,
-                "steps": self.settings.relearn_steps}
-        opts = {k: v for k, v in opts.items() if v is not None and (accepted is None or k in accepted)}
+        given = {"checkpoint": key[0] if key else None, "device": self.settings.device,
+                 "steps": self.settings.relearn_steps}
+        # the fallback method may take fewer settings than the configured one: it ignores the others
+        options = method_options(method, given, ignore_unknown=True)
         start = time.perf_counter()
-        propagator = build_propagator(method, **opts)
-        logger.info(f"cineprop: built method {method!r} {opts or ''} in {time.perf_counter() - start:.2f} s")
+        propagator = build_propagator(method, options)
+        logger.info(f"cineprop: built method {method!r} {options} in {time.perf_counter() - start:.2f} s")
         return propagator
 
     def propagator(self) -> Propagator:

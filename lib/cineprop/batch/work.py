@@ -15,6 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class WorkerSpec:
 
     Attributes:
         method: a :func:`~cineprop.methods.build_propagator` name.
-        options: its keyword options (``checkpoint``, ``device``, ...).
+        options: its options object (:func:`~cineprop.methods.method_options`), ``None``: the defaults.
         flag_threshold: query frames with confidence below this are flagged in the manifest.
         threads: cap on torch / OpenCV threads in the worker (Ray gives each worker ``cpus_per_worker``
             cores; without a cap each library would start one thread per core of the node).
@@ -46,7 +47,7 @@ class WorkerSpec:
     """
 
     method: str
-    options: dict = field(default_factory=dict)
+    options: Any = None
     flag_threshold: float = DEFAULT_FLAG_THRESHOLD
     threads: int | None = None
     run: str = ""
@@ -70,7 +71,7 @@ class CineWorker:
 
         start = time.perf_counter()
         self.spec = spec
-        self.propagator = build_propagator(spec.method, **spec.options)
+        self.propagator = build_propagator(spec.method, spec.options)
         if spec.threads:
             _cap_threads(spec.threads)
         self.build_seconds = time.perf_counter() - start

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from cineprop.cli.common import add_method_arguments, method_options
+from cineprop.cli.common import add_method_arguments, method_settings
 
 
 def add_parser(sub) -> None:
@@ -34,13 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     from cineprop.errors import CinepropError
     from cineprop.io import atomic_write_text, load_cines
-    from cineprop.methods import build_propagator
+    from cineprop.methods import build_propagator, method_options
     from cineprop.repropagate import Repropagator
 
     if len(args.out) != len(args.support):
         raise CinepropError(f"give one --out per --support ({len(args.support)} supports, {len(args.out)} outputs)")
     volume, cines = load_cines(args.image, args.slice)
-    propagator = build_propagator(args.method, **method_options(args))
+    propagator = build_propagator(args.method, method_options(args.method, method_settings(args)))
     live = {cine.name: Repropagator(propagator, cine) for cine in cines}
     summary = []
     for support, out in zip(args.support, args.out):

@@ -39,8 +39,9 @@ def test_names_each_method_accepts():
 
 
 @pytest.mark.parametrize("name, settings, message", [
-    ("flow", {"checkpoint": "x.pt"}, r"method 'flow' does not take option\(s\) checkpoint; it takes none"),
-    ("model", {"lambda_w": "0"}, r"method 'model' does not take option\(s\) lambda_w; it takes .*flow_weight"),
+    ("flow", {"checkpoint": "x.pt"}, r"unknown flow option\(s\) checkpoint: .* it takes none"),
+    ("model", {"lambda_w": "0"}, r"unknown model option\(s\) lambda_w: method 'model' does not take options by "
+                                 r"these names; it takes .*flow_weight"),
     ("model", {"max_shots": "2.5"}, r"model option max_shots='2.5': expected int"),
     ("model", {"memory": "maybe"}, r"model option memory='maybe': expected bool"),
     ("model", {"flow_weight": "heavy"}, r"model option flow_weight='heavy': expected float"),

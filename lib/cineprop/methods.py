@@ -155,7 +155,8 @@ def method_options(name: str, settings: Mapping[str, Any] | None = None, ignore_
     unknown = sorted(set(given) - set(names))
     if unknown and not ignore_unknown:
         takes = f"; it takes {', '.join(sorted(names))}" if names else "; it takes none"
-        raise CinepropError(f"method {name!r} does not take option(s) {', '.join(unknown)}{takes}")
+        raise CinepropError(f"unknown {name} option(s) {', '.join(unknown)}: method {name!r} does not take options "
+                            f"by these names{takes}")
     return replace_from_strings(options, {k: v for k, v in given.items() if k in names}, name)
 
 

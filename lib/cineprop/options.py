@@ -72,16 +72,14 @@ def _kind_name(kind: Any) -> str:
 
 
 def option_names(config: Any) -> dict[str, str]:
-    """Every name :func:`replace_from_strings` accepts for ``config`` (a dataclass or its type) → its owning field.
+    """Every name :func:`replace_from_strings` accepts for the dataclass ``config`` → the field it sets.
 
     A dataclass-valued field contributes its own fields' names (owner: that field); others their own name.
     """
     out: dict[str, str] = {}
     for f in dataclasses.fields(config):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        nested = getattr(config, f.name, default) if not isinstance(config, type) else default
-        names = dataclasses.fields(nested) if dataclasses.is_dataclass(nested) else [f]
-        for inner in names:
+        value = getattr(config, f.name)
+        for inner in dataclasses.fields(value) if dataclasses.is_dataclass(value) else [f]:
             if inner.name in out:
                 raise TypeError(f"option name {inner.name!r} is ambiguous in {type(config).__name__}")
             out[inner.name] = f.name

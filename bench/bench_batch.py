@@ -298,8 +298,8 @@ def memory_probe(size: str, work: Path, method: str, checkpoint: str | None) -> 
     write_image(folder / "probe.nii.gz", frames, Geometry.identity(3))
     write_label(folder / "probe_label.nii.gz", painted, Volume(frames, Geometry.identity(3)))
     code = ("import json, resource, sys; from cineprop.batch.plan import CineJob; "
-            "from cineprop.batch.work import CineWorker, WorkerSpec; "
-            "w = CineWorker(WorkerSpec(sys.argv[1], {'checkpoint': sys.argv[3] or None})); "
+            "from cineprop.batch.work import CineWorker, WorkerSpec; from cineprop.methods import method_options; "
+            "w = CineWorker(WorkerSpec(sys.argv[1], method_options(sys.argv[1], {'checkpoint': sys.argv[3] or None}))); "
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; d = sys.argv[2]; "
             "row = w.process(CineJob('probe', d + '/probe.nii.gz', d + '/probe_label.nii.gz', d + '/out.nii.gz')); "
             "print(json.dumps({'base_mb': base, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "

@@ -51,14 +51,14 @@ class CheckpointedCopy(CopyPropagator):
 
 @pytest.fixture
 def checkpointed_method():
-    methods.register("test-checkpointed", f"{__name__}:CheckpointedCopy", "copy, with a checkpoint option")
+    methods.register("test-checkpointed", f"{__name__}:CheckpointedCopy", "copy, with a checkpoint option",
+                     options="cineprop.methods:CheckpointOptions")
     CheckpointedCopy.builds.clear()
     CheckpointedCopy.bundled = True
     try:
         yield "test-checkpointed"
     finally:
-        methods._REGISTRY.pop("test-checkpointed", None)
-        methods._DESCRIPTIONS.pop("test-checkpointed", None)
+        methods.unregister("test-checkpointed")
 
 
 def test_settings_defaults_and_fallback(app_lib):

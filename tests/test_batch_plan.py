@@ -189,5 +189,4 @@ def test_local_loop_retries_unexpected_errors(tmp_path):
                                         retries=0, progress=False))
         assert summary["failed"] == 2 and "OSError: transient read error" in summary["failures"][0]["error"]
     finally:
-        methods._REGISTRY.pop("flaky", None)
-        methods._DESCRIPTIONS.pop("flaky", None)
+        methods.unregister("flaky")

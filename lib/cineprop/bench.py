@@ -13,11 +13,12 @@ import platform
 import resource
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
 from cineprop.io.cine import Cine
-from cineprop.methods import build_propagator, supported_options
+from cineprop.methods import build_propagator, method_options
 from cineprop.support import select_support
 from cineprop.synthetic import moving_shapes
 
@@ -28,9 +29,12 @@ def synthetic_cine(size: int, frames: int, labels: int, seed: int = 0) -> tuple[
     return Cine(image, name=f"synthetic{size}x{frames}"), truth
 
 
-def time_method(name: str, cine: Cine, truth: np.ndarray, repeat: int, options: dict) -> dict:
-    """Median wall time of ``repeat`` propagations from the middle frame (after one warm-up run)."""
-    propagator = build_propagator(name, **options)
+def time_method(name: str, cine: Cine, truth: np.ndarray, repeat: int, options: Any = None) -> dict:
+    """Median wall time of ``repeat`` propagations from the middle frame (after one warm-up run).
+
+    ``options``: the method's options object (:func:`~cineprop.methods.method_options`), ``None``: defaults.
+    """
+    propagator = build_propagator(name, options)
     support = select_support(truth, "middle")
     propagator.propagate(cine, support)  # warm-up (lazy imports, allocator, thread pools)
     times = []
@@ -42,15 +46,15 @@ def time_method(name: str, cine: Cine, truth: np.ndarray, repeat: int, options: 
     return {"method": name, "seconds": seconds, "frames_per_second": cine.num_frames / seconds, "runs": times}
 
 
-def _peak_child(name: str, size: int, frames: int, labels: int, options: dict, queue) -> None:
+def _peak_child(name: str, size: int, frames: int, labels: int, options: Any, queue) -> None:
     cine, truth = synthetic_cine(size, frames, labels)
     start = time.perf_counter()
-    build_propagator(name, **options).propagate(cine, select_support(truth, "middle"))
+    build_propagator(name, options).propagate(cine, select_support(truth, "middle"))
     queue.put({"seconds": time.perf_counter() - start,
                "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0})
 
 
-def peak_memory(name: str, size: int, frames: int, labels: int, options: dict) -> dict:
+def peak_memory(name: str, size: int, frames: int, labels: int, options: Any = None) -> dict:
     """Propagate a ``frames``-long cine in a fresh process; return its peak RSS (MB) and time."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -63,11 +67,11 @@ def peak_memory(name: str, size: int, frames: int, labels: int, options: dict) -
 
 def run_bench(methods: list[str], size: int = 256, frames: int = 60, labels: int = 3, repeat: int = 3,
               long_frames: int = 300, options: dict | None = None) -> dict:
-    options = options or {}
+    """Time each method on one synthetic cine; ``options``: settings by name, each method taking its own."""
     cine, truth = synthetic_cine(size, frames, labels)
     rows = []
     for name in methods:
-        opts = supported_options(name, options)
+        opts = method_options(name, options, ignore_unknown=True)
         row = time_method(name, cine, truth, repeat, opts)
         if long_frames:
             row["long_clip"] = peak_memory(name, size, long_frames, labels, opts)

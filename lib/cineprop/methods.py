@@ -1,45 +1,85 @@
 """The one builder every front end (CLI, MONAI Label app, Ray workers, tests) uses.
 
-``build_propagator("flow")`` or ``build_propagator("model", checkpoint=..., device="cpu")``
-returns an object with ``propagate(cine, support) -> Propagation``. Methods register themselves
-here by name; heavy ones (torch models) are imported only when asked for.
+Each method is registered by name with its factory and its options dataclass (both imported only
+when asked for, so ``--help`` never loads torch). A front end builds the options object once —
+:func:`method_options` turns settings by name (``--checkpoint``, ``--steps``, ``--option KEY=VALUE``,
+the app's ``--conf``; strings are converted by :mod:`cineprop.options`) into the method's dataclass —
+and :func:`build_propagator` calls the factory with that object's fields as keywords::
+
+    build_propagator("model", method_options("model", {"checkpoint": "m.pt", "flow_weight": "0"}))
+    build_propagator("model", checkpoint="m.pt", options={"flow_weight": "0"})   # the same, in one call
+
+The result has ``propagate(cine, support) -> Propagation``.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-from typing import Any, Callable
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping
 
 from cineprop.errors import CinepropError
+from cineprop.options import option_names, replace_from_strings
 from cineprop.propagation import Propagator
+from cineprop.session_config import SessionConfig
 
-# name -> "module:factory"; factories take keyword options (checkpoint, device, ...).
-_REGISTRY: dict[str, str] = {
-    "copy": "cineprop.baselines:CopyPropagator",
-    "interpolate": "cineprop.interpolation:InterpolatePropagator",
-    "flow": "cineprop.baselines:FlowPropagator",
-    "dis": "cineprop.baselines:DisPropagator",
-    "demons": "cineprop.baselines:DemonsPropagator",
-    "syn": "cineprop.baselines:SynPropagator",
-    "elastix": "cineprop.baselines:ElastixPropagator",
-    "model": "cineprop.methods:learned_propagator",
-    "relearn": "cineprop.relearn.propagator:RelearnPropagator",
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a method that takes none (the baselines)."""
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    """Options of a method with weights.
+
+    Attributes:
+        checkpoint: a ``.pt`` written by ``cineprop train-image``/``relearn``; ``None``: the bundled one.
+        device: torch device string; ``None``: cpu.
+    """
+
+    checkpoint: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelOptions(CheckpointOptions):
+    """``--method model``: the checkpoint, and the settings of its sessions (set by their field names,
+    e.g. ``flow_weight``, ``flag_threshold``)."""
+
+    session: SessionConfig = SessionConfig()
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: ``"module:callable"`` of its factory and of its options dataclass."""
+
+    factory: str
+    options: str
+    description: str
+
+
+_NONE = "cineprop.methods:NoOptions"
+_REGISTRY: dict[str, Method] = {
+    "copy": Method("cineprop.baselines:CopyPropagator", _NONE, "repeat the nearest support frame's mask (baseline)"),
+    "interpolate": Method("cineprop.interpolation:InterpolatePropagator", _NONE,
+                          "linear shape interpolation between painted frames, nearest painting outside them "
+                          "(baseline)"),
+    "flow": Method("cineprop.baselines:FlowPropagator", _NONE,
+                   "warp the nearest support masks with dense optical flow (baseline)"),
+    "dis": Method("cineprop.baselines:DisPropagator", _NONE, "as flow, with OpenCV DIS optical flow (peer baseline)"),
+    "demons": Method("cineprop.baselines:DemonsPropagator", _NONE,
+                     "carry the nearest support masks with SimpleITK demons registration (peer baseline)"),
+    "syn": Method("cineprop.baselines:SynPropagator", _NONE,
+                  "as demons, with ANTs SyN registration (peer baseline; optional extra 'peers')"),
+    "elastix": Method("cineprop.baselines:ElastixPropagator", _NONE,
+                      "as demons, with elastix B-spline registration (peer baseline; optional extra 'elastix')"),
+    "model": Method("cineprop.methods:learned_propagator", "cineprop.methods:ModelOptions",
+                    "few-shot image model with confidence-gated memory (bundled checkpoint by default)"),
+    "relearn": Method("cineprop.relearn.propagator:RelearnPropagator", "cineprop.relearn.propagator:RelearnOptions",
+                      "per-cine test-time spatiotemporal consistency relearning of the image model, then two-stage "
+                      "inference (options: --steps, --option KEY=VALUE)"),
 }
-
-_DESCRIPTIONS: dict[str, str] = {
-    "copy": "repeat the nearest support frame's mask (baseline)",
-    "interpolate": "linear shape interpolation between painted frames, nearest painting outside them (baseline)",
-    "flow": "warp the nearest support masks with dense optical flow (baseline)",
-    "dis": "as flow, with OpenCV DIS optical flow (peer baseline)",
-    "demons": "carry the nearest support masks with SimpleITK demons registration (peer baseline)",
-    "syn": "as demons, with ANTs SyN registration (peer baseline; optional extra 'peers')",
-    "elastix": "as demons, with elastix B-spline registration (peer baseline; optional extra 'elastix')",
-    "model": "few-shot image model with confidence-gated memory (bundled checkpoint by default)",
-    "relearn": "per-cine test-time spatiotemporal consistency relearning of the image model, then two-stage "
-               "inference (options: --steps, --option KEY=VALUE)",
-}
-
 
 #: ``--method model``'s propagator by checkpoint kind (the kind also chose the model class it loads)
 _LEARNED_BY_KIND: dict[str, str] = {
@@ -48,46 +88,21 @@ _LEARNED_BY_KIND: dict[str, str] = {
 }
 
 
-def learned_propagator(checkpoint: str | None = None, device: str = "cpu", memory: bool = True,
-                       flag_threshold: float | None = None, config: Any = None,
-                       options: dict | None = None) -> Propagator:
-    """``--method model``: load the checkpoint once; its kind picks the propagator.
+def learned_propagator(checkpoint: str | None = None, device: str | None = None,
+                       session: SessionConfig = SessionConfig()) -> Propagator:
+    """``--method model`` (:class:`ModelOptions`): load the checkpoint once; its kind picks the propagator.
 
     An ``image`` checkpoint propagates with sessions (:class:`~cineprop.engine.ModelPropagator`),
     a ``relearn`` one with the video model's two-stage inference
     (:class:`~cineprop.relearn.propagator.TwoStagePropagator`).
-
-    Args:
-        checkpoint: a ``.pt`` written by ``cineprop train-image``/``relearn``; default the bundled one.
-        device: torch device string.
-        memory: feed confident predictions back as memory (see :class:`~cineprop.session.SessionConfig`).
-        flag_threshold: confidence below which frames are flagged.
-        config: a :class:`~cineprop.session.SessionConfig` to start from.
-        options: its fields by name (strings are converted), e.g. ``{"memory_threshold": "0"}``
-            from ``--option memory_threshold=0``.
     """
-    from dataclasses import replace
-
     from cineprop.checkpoints import load_model
-    from cineprop.session import SessionConfig
     from cineprop.threads import configure_threads
 
+    device = device or "cpu"
     configure_threads(device)
     model, payload = load_model(checkpoint, device)
-    session_config = replace(config or SessionConfig(), memory=memory).with_options(dict(options or {}))
-    if flag_threshold is not None:
-        session_config = replace(session_config, flag_threshold=float(flag_threshold))
-    return _load(_LEARNED_BY_KIND[payload.get("kind", "image")])(model, payload, device, session_config)
-
-
-def _session_option_names() -> list[str]:
-    """Names ``--option`` may set for ``model``: the :class:`~cineprop.session.SessionConfig` fields."""
-    from cineprop.session import SessionConfig
-
-    return list(SessionConfig.__dataclass_fields__)
-
-
-learned_propagator.option_names = _session_option_names  # type: ignore[attr-defined]
+    return _load(_LEARNED_BY_KIND[payload.get("kind", "image")])(model, payload, device, session)
 
 
 def _load(target: str) -> Callable[..., Any]:
@@ -96,61 +111,65 @@ def _load(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def register(name: str, target: str, description: str) -> None:
-    """Register a method factory given as ``"module:callable"``."""
-    _REGISTRY[name] = target
-    _DESCRIPTIONS[name] = description
+def _method(name: str) -> Method:
+    if name not in _REGISTRY:
+        raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def register(name: str, factory: str, description: str, options: str = _NONE) -> None:
+    """Register a method: its factory and options dataclass as ``"module:attr"`` (see the module docstring)."""
+    _REGISTRY[name] = Method(factory, options, description)
+
+
+def unregister(name: str) -> None:
+    """Forget method ``name`` (no error if it is not registered)."""
+    _REGISTRY.pop(name, None)
 
 
 def available() -> dict[str, str]:
     """Method names and one-line descriptions."""
-    return dict(sorted(_DESCRIPTIONS.items()))
+    return {name: _REGISTRY[name].description for name in sorted(_REGISTRY)}
 
 
-def build_propagator(name: str, **options: Any) -> Propagator:
-    """Build the propagation method ``name`` with its options.
+def accepted_options(name: str) -> frozenset[str]:
+    """The names :func:`method_options` accepts for method ``name`` (``checkpoint``, ``flow_weight``, ...)."""
+    return frozenset(option_names(_load(_method(name).options)()))
 
-    Options a method does not take are ignored only if they are ``None`` (so front ends can pass
-    ``checkpoint=None`` to every method); any other unknown option is an error.
+
+def method_options(name: str, settings: Mapping[str, Any] | None = None, ignore_unknown: bool = False) -> Any:
+    """Method ``name``'s options object from settings by name; strings are converted (:mod:`cineprop.options`).
+
+    Args:
+        settings: ``{name: value}``; ``None`` values mean "not given" (front ends pass every flag).
+        ignore_unknown: drop names the method does not take (one command line running several
+            methods); otherwise they are an error.
+
+    Raises:
+        CinepropError: an unknown method, a name it does not take, a value that does not convert.
     """
-    if name not in _REGISTRY:
-        raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    factory: Callable[..., Propagator] = _load(_REGISTRY[name])
-    options = {k: v for k, v in options.items() if v is not None}
-    try:
-        inspect.signature(factory).bind(**options)
-    except TypeError:
-        raise CinepropError(f"method {name!r} does not take option(s) {', '.join(sorted(options))}") from None
-    return factory(**options)
+    method = _method(name)
+    options = _load(method.options)()
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    names = option_names(options)
+    unknown = sorted(set(given) - set(names))
+    if unknown and not ignore_unknown:
+        takes = f"; it takes {', '.join(sorted(names))}" if names else "; it takes none"
+        raise CinepropError(f"unknown {name} option(s) {', '.join(unknown)}: method {name!r} does not take options "
+                            f"by these names{takes}")
+    return replace_from_strings(options, {k: v for k, v in given.items() if k in names}, name)
 
 
-def supported_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The part of ``options`` method ``name`` takes (for one command line running several methods).
+def build_propagator(name: str, config: Any = None, /, **settings: Any) -> Propagator:
+    """Build method ``name`` from its options object ``config`` (:func:`method_options`), or from ``settings``.
 
-    Keyword options the factory does not take are dropped; of an ``options`` dict (``--option``),
-    only the keys the factory lists in its ``option_names()`` are kept.
+    ``settings`` are names :func:`method_options` accepts, ``None`` meaning "not given"; a dict
+    ``options=`` (``--option KEY=VALUE``) adds more, the named settings winning.
     """
-    if name not in _REGISTRY:
-        raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    factory = _load(_REGISTRY[name])
-    params = inspect.signature(factory).parameters
-    out = {k: v for k, v in options.items() if k in params}
-    if out.get("options"):
-        names = set(factory.option_names()) if hasattr(factory, "option_names") else set()
-        out["options"] = {k: v for k, v in out["options"].items() if k in names} or None
-    return out
-
-
-def options(name: str) -> frozenset[str] | None:
-    """Keyword options method ``name`` takes (``checkpoint``, ``device``, ``steps``, ...).
-
-    ``None`` means any option (the factory takes ``**kwargs``). Front ends use it to pass only the
-    options a method understands, e.g. a configured checkpoint path to ``model`` but not to ``flow``.
-    """
-    if name not in _REGISTRY:
-        raise CinepropError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    parameters = inspect.signature(_load(_REGISTRY[name])).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return frozenset(p.name for p in parameters
-                     if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    if config is None:
+        settings = {**(settings.pop("options", None) or {}), **settings}
+        config = method_options(name, settings)
+    elif settings:
+        raise CinepropError("build_propagator: give an options object or settings by name, not both")
+    factory: Callable[..., Propagator] = _load(_method(name).factory)
+    return factory(**{f.name: getattr(config, f.name) for f in fields(config)})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
+
+from cineprop.options import replace_from_strings
 
 
 @dataclass(frozen=True)
@@ -46,24 +49,6 @@ class SessionConfig:
     flow_weight: float = 0.5
     flow_method: str = "dis"
 
-    def with_options(self, options: dict) -> "SessionConfig":
-        """A copy with ``options`` applied, converting strings (``"0.3"``, ``"false"``) to the field types."""
-        from dataclasses import fields as dc_fields, replace as dc_replace
-
-        from cineprop.errors import CinepropError
-
-        kinds = {f.name: type(getattr(self, f.name)) for f in dc_fields(self)}
-        changes = {}
-        for name, value in options.items():
-            if name not in kinds:
-                raise CinepropError(f"unknown session option {name!r}; known: {', '.join(sorted(kinds))}")
-            try:
-                if kinds[name] is bool and isinstance(value, str):
-                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError(value)
-                    changes[name] = value.lower() in ("true", "1", "yes")
-                else:
-                    changes[name] = kinds[name](value)
-            except (TypeError, ValueError):
-                raise CinepropError(f"session option {name}={value!r}: expected {kinds[name].__name__}") from None
-        return dc_replace(self, **changes)
+    def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":
+        """A copy with ``options`` applied, strings (``"0.3"``, ``"false"``) converted (:mod:`cineprop.options`)."""
+        return replace_from_strings(self, options, "session")

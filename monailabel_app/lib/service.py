@@ -16,17 +16,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from cineprop.errors import CheckpointError, SupportError, where
-from cineprop.io import Cine, Volume, assemble_labels, labels_for, load_cines, read_label
-from cineprop.methods import build_propagator, options
+from cineprop.errors import CheckpointError, where
+from cineprop.io import Cine
+from cineprop.methods import accepted_options, build_propagator, method_options
 from cineprop.propagation import Propagation, Propagator
 from cineprop.support import SupportSet
+from cineprop.volume_propagation import CineResult, VolumeResult, load_painted, propagate_volume
 from lib.configs.settings import PUBLISHED_CHECKPOINT, AppSettings, SettingsError
 from lib.session_cache import SessionCache, image_stamp
 
@@ -36,68 +36,35 @@ logger = logging.getLogger(__name__)
 _OPTION_KEYS = {"checkpoint": "checkpoint", "device": "device", "steps": "relearn_steps"}
 
 
-@dataclass
-class CineResult:
-    """One propagated cine: the cine, the support it started from and the propagation."""
-
-    cine: Cine
-    support: SupportSet
-    propagation: Propagation
-
-    def report(self, threshold: float) -> dict:
-        p = self.propagation
-        return {"name": self.cine.name, "slice_index": self.cine.slice_index, "frames": self.cine.num_frames,
-                "support_frames": list(p.support_frames), "labels": self.support.labels,
-                "confidence": [round(float(c), 4) for c in p.confidence], "flagged": p.flagged(threshold),
-                "seconds": round(p.seconds, 3),
-                "reused_session": bool(p.details.get("repropagation", {}).get("reused_session"))}
+def _cine_report(r: CineResult, threshold: float) -> dict:
+    p = r.propagation
+    return {"name": r.cine.name, "slice_index": r.cine.slice_index, "frames": r.cine.num_frames,
+            "support_frames": list(p.support_frames), "labels": r.support.labels,
+            "confidence": [round(float(c), 4) for c in p.confidence], "flagged": p.flagged(threshold),
+            "seconds": round(p.seconds, 3),
+            "reused_session": bool(p.details.get("repropagation", {}).get("reused_session"))}
 
 
-@dataclass
-class VolumeResult:
-    """Propagation of one image file.
+def frames_report(result: VolumeResult, threshold: float) -> dict:
+    """Per-frame report: for 4D, a frame's confidence is its lowest over the propagated slice positions."""
+    reports = [_cine_report(r, threshold) for r in result.cines]
+    if len(reports) == 1:
+        top = {k: reports[0][k] for k in ("support_frames", "confidence", "flagged")}
+    else:
+        confidence = np.min([r.propagation.confidence for r in result.cines], axis=0)
+        top = {"support_frames": sorted({f for r in reports for f in r["support_frames"]}),
+               "confidence": [round(float(c), 4) for c in confidence],
+               "flagged": sorted({f for r in reports for f in r["flagged"]})}
+    return {**top, "flag_threshold": threshold, "cines": reports}
 
-    Attributes:
-        volume: the image (its geometry is written back with the result).
-        cines: the propagated cines (one for 3D; the painted slice positions for 4D).
-        labels: the result, uint8 with the image's shape.
-    """
 
-    volume: Volume
-    cines: list[CineResult]
-    labels: np.ndarray
-
-    def support_only(self) -> np.ndarray:
-        """The support actually used as a label volume of the image's shape (support frames only)."""
-        out = np.zeros(self.volume.shape, dtype=np.uint8)
-        for r in self.cines:
-            view = labels_for(out, r.cine)  # a view into ``out`` (the cine's slice position)
-            for frame in r.support.frames:
-                view[:, :, frame] = r.support.label_array(frame)
-        return out
-
-    def frames(self, threshold: float) -> dict:
-        """Per-frame report: for 4D, a frame's confidence is its lowest over the propagated slice positions."""
-        reports = [r.report(threshold) for r in self.cines]
-        if len(reports) == 1:
-            top = {k: reports[0][k] for k in ("support_frames", "confidence", "flagged")}
-        else:
-            confidence = np.min([r.propagation.confidence for r in self.cines], axis=0)
-            top = {"support_frames": sorted({f for r in reports for f in r["support_frames"]}),
-                   "confidence": [round(float(c), 4) for c in confidence],
-                   "flagged": sorted({f for r in reports for f in r["flagged"]})}
-        return {**top, "flag_threshold": threshold, "cines": reports}
-
-    def scores(self, threshold: float) -> dict:
-        """Study-level scores for active learning, over the query frames of every propagated cine."""
-        query, flagged = [], 0
-        for r in self.cines:
-            support = set(r.propagation.support_frames)
-            query += [float(c) for i, c in enumerate(r.propagation.confidence) if i not in support]
-            flagged += len(r.propagation.flagged(threshold))
-        return {"mean_confidence": round(float(np.mean(query)), 4) if query else 1.0,
-                "min_confidence": round(float(np.min(query)), 4) if query else 1.0,
-                "flagged": flagged, "query_frames": len(query), "flag_threshold": threshold}
+def scores(result: VolumeResult, threshold: float) -> dict:
+    """Study-level scores for active learning, over the query frames of every propagated cine."""
+    query = result.query_confidence()
+    flagged = sum(len(r.propagation.flagged(threshold)) for r in result.cines)
+    return {"mean_confidence": round(float(np.mean(query)), 4) if query else 1.0,
+            "min_confidence": round(float(np.min(query)), 4) if query else 1.0,
+            "flagged": flagged, "query_frames": len(query), "flag_threshold": threshold}
 
 
 class PropagationService:
@@ -106,10 +73,10 @@ class PropagationService:
     def __init__(self, settings: AppSettings, model_dir: str | Path):
         self.settings = settings
         self.model_dir = Path(model_dir)
-        accepted = options(settings.method)  # imports the method's module only (cheap)
+        accepted = accepted_options(settings.method)  # imports the method's options module only
         given = {"checkpoint": settings.checkpoint, "device": settings.device, "steps": settings.relearn_steps}
         for option, value in given.items():
-            if value is not None and accepted is not None and option not in accepted:
+            if value is not None and option not in accepted:
                 raise SettingsError(f"--conf {_OPTION_KEYS[option]}: method {settings.method!r} takes no {option}")
         self._accepted = accepted
         self._lock = threading.Lock()
@@ -121,7 +88,7 @@ class PropagationService:
         self.sessions = SessionCache(settings.session_cache, settings.session_cache_mb * 2**20)
 
     def _takes(self, option: str) -> bool:
-        return self._accepted is None or option in self._accepted
+        return option in self._accepted
 
     def checkpoint(self) -> Path | None:
         """The checkpoint in use: ``model/cineprop.pt`` if present, else ``--conf checkpoint``, else ``None``.
@@ -138,7 +105,7 @@ class PropagationService:
 
     def trains(self) -> bool:
         """Whether the method loads a checkpoint, i.e. whether training can change what is served."""
-        return self._accepted is not None and "checkpoint" in self._accepted
+        return "checkpoint" in self._accepted
 
     def _fingerprint(self) -> tuple | None:
         path = self.checkpoint()
@@ -151,13 +118,13 @@ class PropagationService:
         return str(path), stat.st_mtime_ns, stat.st_size
 
     def _build(self, method: str, key: tuple | None) -> Propagator:
-        accepted = options(method)
-        opts = {"checkpoint": key[0] if key else None, "device": self.settings.device,
-                "steps": self.settings.relearn_steps}
-        opts = {k: v for k, v in opts.items() if v is not None and (accepted is None or k in accepted)}
+        given = {"checkpoint": key[0] if key else None, "device": self.settings.device,
+                 "steps": self.settings.relearn_steps}
+        # the fallback method may take fewer settings than the configured one: it ignores the others
+        options = method_options(method, given, ignore_unknown=True)
         start = time.perf_counter()
-        propagator = build_propagator(method, **opts)
-        logger.info(f"cineprop: built method {method!r} {opts or ''} in {time.perf_counter() - start:.2f} s")
+        propagator = build_propagator(method, options)
+        logger.info(f"cineprop: built method {method!r} {options} in {time.perf_counter() - start:.2f} s")
         return propagator
 
     def propagator(self) -> Propagator:
@@ -204,28 +171,16 @@ class PropagationService:
 
         Raises:
             InputError: unreadable files, label shape ≠ image shape.
-            SupportError: nothing painted (on the chosen frames / slice positions).
+            SupportError: nothing painted (on the chosen frames / slice positions); see
+                :mod:`cineprop.volume_propagation` for the rule.
             CheckpointError: the configured checkpoint is missing or unusable.
         """
-        volume, cines = load_cines(image, slice_index)
-        painted = read_label(support, like=volume).array
-        ignored = [int(v) for v in ignored_labels]
-        if ignored:
-            painted = np.where(np.isin(painted, ignored), 0, painted).astype(np.uint8)
-        frames = None if support_frames is None else sorted(set(support_frames))
+        volume, cines, painted = load_painted(image, support, slice_index)
         propagator = self.propagator()
-        results = []
-        for cine in cines:
-            labels = labels_for(painted, cine)
-            chosen = labels if frames is None else labels[:, :, [f for f in frames if 0 <= f < cine.num_frames]]
-            if len(cines) > 1 and not chosen.any():
-                continue  # 4D: slice positions nobody painted stay empty
-            support_set = SupportSet.from_labels(labels, frames)
-            result = self.sessions.propagate((str(Path(image).resolve()), cine.slice_index), image_stamp(image),
-                                             propagator, cine, support_set)
-            results.append(CineResult(cine, support_set, result))
-        if not results:
-            on = f" on frames {list(frames)}" if frames is not None else ""
-            raise SupportError(f"no support: no slice position has painted frames{on}")
-        labels = assemble_labels(volume, [(r.cine, r.propagation.labels) for r in results])
-        return VolumeResult(volume, results, labels)
+        key = str(Path(image).resolve())
+
+        def propagate(cine: Cine, support_set: SupportSet) -> Propagation:
+            return self.sessions.propagate((key, cine.slice_index), image_stamp(image), propagator, cine,
+                                           support_set)
+
+        return propagate_volume(volume, cines, painted, propagate, support_frames, ignored_labels)

@@ -30,6 +30,7 @@ from cineprop.batch.plan import (CineJob, check_identity, output_problem, plan_j
 from cineprop.batch.work import CineWorker, WorkerSpec
 from cineprop.errors import CinepropError, where
 from cineprop.io.atomic import atomic_write_text
+from cineprop.methods import method_options
 from cineprop.propagation import DEFAULT_FLAG_THRESHOLD
 
 
@@ -158,7 +159,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
                   command=config.command, pid=os.getpid())
         if already:
             log(f"resuming: {already} of {len(jobs)} cines already done in {out}")
-        spec = WorkerSpec(config.method, dict(config.options), config.flag_threshold,
+        spec = WorkerSpec(config.method, method_options(config.method, config.options), config.flag_threshold,
                           threads=max(1, int(config.cpus_per_worker)) if config.use_ray else None,
                           run=run_id, journal=str(journal_path(state)), crash_on=dict(config.crash_on))
         counts: Counter = Counter()

@@ -15,15 +15,16 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cineprop.batch.manifest import append_line
 from cineprop.batch.plan import CineJob
 from cineprop.errors import CinepropError, SupportError, where
-from cineprop.io import assemble_labels, labels_for, load_cines, read_label, write_label
+from cineprop.io import write_label
 from cineprop.propagation import DEFAULT_FLAG_THRESHOLD
-from cineprop.support import SupportSet
+from cineprop.volume_propagation import load_painted, propagate_volume
 
 #: Exit status of a worker process stopped by the crash-injection test hook.
 CRASH_EXIT_CODE = 77
@@ -35,7 +36,7 @@ class WorkerSpec:
 
     Attributes:
         method: a :func:`~cineprop.methods.build_propagator` name.
-        options: its keyword options (``checkpoint``, ``device``, ...).
+        options: its options object (:func:`~cineprop.methods.method_options`), ``None``: the defaults.
         flag_threshold: query frames with confidence below this are flagged in the manifest.
         threads: cap on torch / OpenCV threads in the worker (Ray gives each worker ``cpus_per_worker``
             cores; without a cap each library would start one thread per core of the node).
@@ -46,7 +47,7 @@ class WorkerSpec:
     """
 
     method: str
-    options: dict = field(default_factory=dict)
+    options: Any = None
     flag_threshold: float = DEFAULT_FLAG_THRESHOLD
     threads: int | None = None
     run: str = ""
@@ -70,7 +71,7 @@ class CineWorker:
 
         start = time.perf_counter()
         self.spec = spec
-        self.propagator = build_propagator(spec.method, **spec.options)
+        self.propagator = build_propagator(spec.method, spec.options)
         if spec.threads:
             _cap_threads(spec.threads)
         self.build_seconds = time.perf_counter() - start
@@ -111,7 +112,8 @@ class CineWorker:
 def propagate_file(job: CineJob, propagator, flag_threshold: float = DEFAULT_FLAG_THRESHOLD) -> dict:
     """Read ``job.image`` and ``job.support``, propagate every painted slice position, write ``job.output``.
 
-    4D cines (``H×W×Z×T``): slice positions with nothing painted stay 0 in the output.
+    4D cines (``H×W×Z×T``): slice positions with nothing painted stay 0 in the output
+    (:func:`cineprop.volume_propagation.propagate_volume`).
 
     Returns:
         the manifest fields ``frames``, ``support_frames``, ``mean_confidence``, ``flagged``,
@@ -122,31 +124,13 @@ def propagate_file(job: CineJob, propagator, flag_threshold: float = DEFAULT_FLA
     """
     if job.problem or not job.support:
         raise SupportError(job.problem or where(job.image, "no support volume"))
-    volume, cines = load_cines(job.image)
-    painted = read_label(job.support, like=volume)
-    if not painted.array.any():
-        raise SupportError(where(job.support, "empty support: no frame is painted"))
-    results, frames, support_frames, query_confidence, flagged = [], 0, 0, [], []
-    seconds = 0.0
-    for cine in cines:
-        labels = labels_for(painted, cine)
-        if not labels.any():
-            continue  # a 4D slice position nobody painted
-        try:
-            support = SupportSet.from_labels(labels)
-        except SupportError as exc:
-            raise SupportError(where(job.support, str(exc))) from None
-        result = propagator.propagate(cine, support)
-        results.append((cine, result.labels))
-        seconds += result.seconds
-        frames += cine.num_frames
-        support_frames += len(result.support_frames)
-        query = [t for t in range(cine.num_frames) if t not in set(result.support_frames)]
-        query_confidence.extend(float(result.confidence[t]) for t in query)
-        prefix = "" if cine.slice_index is None else f"z{cine.slice_index}:"
-        flagged.extend(f"{prefix}{t}" for t in result.flagged(flag_threshold))
-    write_label(job.output, assemble_labels(volume, results), volume)
-    return {"frames": frames, "support_frames": support_frames,
+    volume, cines, painted = load_painted(job.image, job.support)
+    result = propagate_volume(volume, cines, painted, propagator.propagate)
+    write_label(job.output, result.labels, volume)
+    flagged = [f"{'' if r.cine.slice_index is None else f'z{r.cine.slice_index}:'}{t}"
+               for r in result.cines for t in r.propagation.flagged(flag_threshold)]
+    query_confidence = result.query_confidence()
+    return {"frames": sum(r.cine.num_frames for r in result.cines),
+            "support_frames": sum(len(r.propagation.support_frames) for r in result.cines),
             "mean_confidence": round(float(np.mean(query_confidence)), 4) if query_confidence else None,
-            "flagged": len(flagged), "flagged_frames": flagged, "propagate_seconds": round(seconds, 4)}
-
+            "flagged": len(flagged), "flagged_frames": flagged, "propagate_seconds": round(result.seconds, 4)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from cineprop.cli.common import add_method_arguments, method_options
+from cineprop.cli.common import add_method_arguments, method_settings
 
 
 def add_parser(sub) -> None:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise CinepropError("--split needs --split-file")
     if args.limit is not None and args.limit < 1:
         raise CinepropError("--limit must be at least 1")
-    options = method_options(args)
+    options = method_settings(args)
     gpus = args.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if str(options.get("device") or "").startswith("cuda") else 0.0

@@ -31,12 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from cineprop.evaluate import jsonable
     from cineprop.io.atomic import atomic_write_text
 
-    from cineprop.cli.common import parse_options
+    from cineprop.cli.common import method_settings
 
-    options = {"checkpoint": args.checkpoint, "device": args.device, "steps": args.steps,
-               "options": parse_options(args.option) or None}
     report = run_bench(args.methods, args.size, args.frames, args.labels, args.repeat, args.long_frames,
-                       {k: v for k, v in options.items() if v is not None})
+                       method_settings(args))
     report["command"] = args.command_line
     print(format_bench(report))
     if args.out:

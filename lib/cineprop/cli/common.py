@@ -40,11 +40,14 @@ def parse_options(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def method_options(args: argparse.Namespace) -> dict:
-    """Keyword options for :func:`cineprop.methods.build_propagator` (``None`` means "not given")."""
-    options = parse_options(getattr(args, "option", []) or [])
-    return {"checkpoint": args.checkpoint, "device": args.device, "steps": getattr(args, "steps", None),
-            "options": options or None}
+def method_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The method settings given by name: ``--checkpoint``, ``--device``, ``--steps`` and each ``--option``.
+
+    Flags not given are left out; a flag wins over an ``--option`` of the same name. The values stay
+    as given: :func:`cineprop.methods.method_options` converts them, once.
+    """
+    named = {"checkpoint": args.checkpoint, "device": args.device, "steps": getattr(args, "steps", None)}
+    return {**parse_options(getattr(args, "option", []) or []), **{k: v for k, v in named.items() if v is not None}}
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,15 +60,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_methods(args: argparse.Namespace):
-    """``(name, propagator)`` for each ``--method``, built in turn; with several, shared options
-    (``--checkpoint``, ``--option``, …) go only to the methods that take them."""
-    from cineprop.methods import build_propagator, supported_options
+    """``(name, propagator)`` for each ``--method``, built in turn; with several, shared settings
+    (``--checkpoint``, ``--option``, …) go only to the methods that take them, and a setting no
+    method takes is an error."""
+    from cineprop.errors import CinepropError
+    from cineprop.methods import accepted_options, build_propagator, method_options
 
+    settings = method_settings(args)
+    several = len(args.method) > 1
+    if several:
+        unused = sorted(set(settings) - set().union(*(accepted_options(name) for name in args.method)))
+        if unused:
+            raise CinepropError(f"no method of {', '.join(args.method)} takes option(s) {', '.join(unused)}")
     for name in args.method:
-        options = method_options(args)
-        if len(args.method) > 1:
-            options = supported_options(name, options)
-        yield name, build_propagator(name, **options)
+        yield name, build_propagator(name, method_options(name, settings, ignore_unknown=several))
 
 
 def labelled_cases(args: argparse.Namespace) -> list:

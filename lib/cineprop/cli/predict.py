@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from cineprop.cli.common import add_method_arguments, method_options
+from cineprop.cli.common import add_method_arguments, method_settings
 
 
 def add_parser(sub) -> None:
@@ -34,13 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     from cineprop.errors import CinepropError
     from cineprop.io import atomic_write_text, load_cines
-    from cineprop.methods import build_propagator
+    from cineprop.methods import build_propagator, method_options
     from cineprop.repropagate import Repropagator
 
     if len(args.out) != len(args.support):
         raise CinepropError(f"give one --out per --support ({len(args.support)} supports, {len(args.out)} outputs)")
     volume, cines = load_cines(args.image, args.slice)
-    propagator = build_propagator(args.method, **method_options(args))
+    propagator = build_propagator(args.method, method_options(args.method, method_settings(args)))
     live = {cine.name: Repropagator(propagator, cine) for cine in cines}
     summary = []
     for support, out in zip(args.support, args.out):
@@ -52,26 +52,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict_one(args, volume, cines, live, support: str, out: str) -> list[dict]:
     """Propagate one support file through every painted cine, write ``out``; per-cine summaries."""
-    from cineprop.errors import SupportError
-    from cineprop.io import assemble_labels, labels_for, read_label, write_label
-    from cineprop.support import SupportSet
+    from cineprop.io import read_label, write_label
+    from cineprop.volume_propagation import propagate_volume
 
     painted = read_label(support, like=volume)
-    results, summary = [], []
-    for cine in cines:
-        labels = labels_for(painted, cine)
-        if not labels.any() and len(cines) > 1:
-            continue  # 4D: slice positions nobody painted stay empty
-        result = live[cine.name].propagate(SupportSet.from_labels(labels, args.frames))
-        reused = result.details["repropagation"]["reused_session"]
-        results.append((cine, result.labels))
-        summary.append({"cine": cine.name, "support": support, "support_frames": result.support_frames,
-                        "confidence": [round(float(c), 4) for c in result.confidence],
-                        "flagged": result.flagged(), "seconds": round(result.seconds, 3), "reused_session": reused})
-        print(f"{cine.name}: {cine.num_frames} frames from support {result.support_frames} in "
-              f"{result.seconds:.2f} s{' (session reused)' if reused else ''}; flagged {result.flagged() or 'none'}")
-    if not results:
-        raise SupportError(f"{support}: no slice position has painted frames")
-    write_label(out, assemble_labels(volume, results), volume)
+    result = propagate_volume(volume, cines, painted, lambda cine, s: live[cine.name].propagate(s), args.frames)
+    summary = []
+    for r in result.cines:
+        cine, p = r.cine, r.propagation
+        reused = p.details["repropagation"]["reused_session"]
+        summary.append({"cine": cine.name, "support": support, "support_frames": p.support_frames,
+                        "confidence": [round(float(c), 4) for c in p.confidence],
+                        "flagged": p.flagged(), "seconds": round(p.seconds, 3), "reused_session": reused})
+        print(f"{cine.name}: {cine.num_frames} frames from support {p.support_frames} in "
+              f"{p.seconds:.2f} s{' (session reused)' if reused else ''}; flagged {p.flagged() or 'none'}")
+    write_label(out, result.labels, volume)
     print(f"labels: {out}")
     return summary

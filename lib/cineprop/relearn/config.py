@@ -11,10 +11,11 @@ The paper's objective is the first three terms; ``L_s`` (supervision on the pain
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from cineprop.errors import CinepropError
+from cineprop.options import replace_from_strings
 
 #: Parameter groups of the relearned model (a frozen backbone lets its features be cached).
 GROUPS = ("tau", "fusion", "head", "backbone")
@@ -119,26 +120,7 @@ class RelearnConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
 
     def with_options(self, options: Mapping[str, Any]) -> "RelearnConfig":
-        """A copy with ``options`` applied; string values (from a command line) are converted.
-
-        ``train`` accepts ``"tau,head"``; booleans are not used. Unknown names raise
-        :class:`~cineprop.errors.CinepropError`.
-        """
-        types = {f.name: f.type for f in fields(self)}
-        unknown = sorted(set(options) - set(types))
-        if unknown:
-            raise CinepropError(f"unknown relearn option(s) {', '.join(unknown)}; known: {', '.join(sorted(types))}")
-        changes: dict[str, Any] = {}
-        for name, value in options.items():
-            current = getattr(self, name)
-            try:
-                if name == "train":
-                    changes[name] = tuple(g.strip() for g in value.split(",") if g.strip()) \
-                        if isinstance(value, str) else tuple(value)
-                elif isinstance(current, int) and not isinstance(current, bool):
-                    changes[name] = int(value)
-                else:
-                    changes[name] = float(value)
-            except (TypeError, ValueError):
-                raise CinepropError(f"relearn option {name}={value!r}: expected {type(current).__name__}") from None
-        return replace(self, **changes)
+        """A copy with ``options`` applied; string values (from a command line) are converted
+        (:mod:`cineprop.options`: ``train`` accepts ``"tau,head"``). Unknown names raise
+        :class:`~cineprop.errors.CinepropError`."""
+        return replace_from_strings(self, options, "relearn")

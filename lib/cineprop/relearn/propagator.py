@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 
 from cineprop.checkpoints import image_model_of, load_model
 from cineprop.io.cine import Cine
+from cineprop.methods import ModelOptions
 from cineprop.metrics import dice
 from cineprop.model import FewShotSegmenter, VideoSegmenter
 from cineprop.propagation import Propagation, finish
@@ -121,43 +122,45 @@ class TwoStagePropagator:
                                 self.session_config.flag_threshold, session)
 
 
+@dataclass(frozen=True)
+class RelearnOptions(ModelOptions):
+    """``--method relearn``: the image checkpoint, stage 1's session settings, the relearning recipe.
+
+    Set by name like every method's options (:func:`cineprop.methods.method_options`): ``checkpoint``,
+    ``device``, any :class:`SessionConfig` field (stage 1) and any :class:`RelearnConfig` field
+    (``steps``, ``seed``, ``lambda_w``, ``train=tau,head``, ...).
+
+    Attributes:
+        relearn: the relearning recipe.
+        progress: show the relearning progress bar.
+    """
+
+    relearn: RelearnConfig = RelearnConfig()
+    progress: bool = False
+
+
 class RelearnPropagator:
     """``--method relearn``: relearn a copy of the image model on each cine, then predict with it.
 
-    Args:
+    Args (the fields of :class:`RelearnOptions`):
         checkpoint: image (or relearned) checkpoint; default the bundled image model.
         device: torch device (default cpu).
-        steps, seed: shortcuts for the config's ``steps`` and ``seed``.
-        config: a :class:`RelearnConfig`; ``options`` (e.g. from ``--option lambda_w=0``) override it
-            (names of :class:`~cineprop.session.SessionConfig` fields configure stage 1 instead).
+        session: stage 1's session settings.
+        relearn: the relearning recipe.
         progress: show the relearning progress bar.
     """
 
     name = "relearn"
 
-    @staticmethod
-    def option_names() -> list[str]:
-        """Names ``--option`` may set: :class:`RelearnConfig` and :class:`SessionConfig` fields."""
-        return list(RelearnConfig.__dataclass_fields__) + list(SessionConfig.__dataclass_fields__)
-
-    def __init__(self, checkpoint: str | None = None, device: str | None = None, steps: int | None = None,
-                 seed: int | None = None, config: RelearnConfig | None = None,
-                 options: dict[str, Any] | None = None, flag_threshold: float | None = None,
+    def __init__(self, checkpoint: str | None = None, device: str | None = None,
+                 session: SessionConfig = SessionConfig(), relearn: RelearnConfig = RelearnConfig(),
                  progress: bool = False):
-        options = dict(options or {})
-        session_names = set(SessionConfig.__dataclass_fields__)
         self.device = device or "cpu"
         configure_threads(self.device)
         #: the teacher: the checkpoint's model (of a ``relearn`` checkpoint, its relearned video model)
         self.model, self.payload = load_model(checkpoint, self.device)
         self.stage1: FewShotSegmenter = image_model_of(self.model, self.payload, checkpoint)[0]
-        session = SessionConfig().with_options({k: v for k, v in options.items() if k in session_names})
-        if flag_threshold is not None:
-            session = replace(session, flag_threshold=float(flag_threshold))
-        self.session_config = session
-        cfg = (config or RelearnConfig()).with_options({k: v for k, v in options.items() if k not in session_names})
-        shortcuts = {k: v for k, v in (("steps", steps), ("seed", seed)) if v is not None}
-        self.config = cfg.with_options(shortcuts)
+        self.session_config, self.config = session, relearn
         self.progress = progress
         self.last_result = None
 

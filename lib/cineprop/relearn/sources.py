@@ -13,9 +13,9 @@ from typing import Iterator, Sequence
 
 from cineprop.errors import InputError, where
 from cineprop.evaluate import IMAGE_SUFFIXES, LABEL_SUFFIX
-from cineprop.io import labels_for, load_cines, read_label
-from cineprop.io.cine import stem
+from cineprop.io.cine import Cine, stem
 from cineprop.support import SupportSet, select_support
+from cineprop.volume_propagation import load_painted, painted_cines, support_from_labels
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,15 @@ def find_sources(data_dir: str | Path, support_from: str = "labels", split_file:
     return out
 
 
-def load_supports(source: CineSource, frames: str = "all", shots: int = 1) -> Iterator[tuple]:
-    """``(cine, support)`` for each cine of a source that has painted frames."""
-    volume, cines = load_cines(source.image)
-    painted = read_label(source.painted, like=volume)
-    for cine in cines:
-        labels = labels_for(painted, cine)
-        if not labels.any():
-            continue
-        support = SupportSet.from_labels(labels) if frames == "all" else select_support(labels, frames, shots)
-        yield cine, support
+def load_supports(source: CineSource, frames: str = "all", shots: int = 1) -> Iterator[tuple[Cine, SupportSet]]:
+    """``(cine, support)`` for each cine of a source that has painted frames (a source with none yields nothing).
+
+    ``frames="all"``: every painted frame is support; ``"first"``/``"middle"``: ``shots`` of them per
+    label (:func:`~cineprop.support.select_support`).
+    """
+    _, cines, painted = load_painted(source.image, source.painted)
+    for cine, labels in painted_cines(cines, painted, required=False):
+        yield cine, (support_from_labels(labels, painted) if frames == "all" else select_support(labels, frames, shots))
 
 
 def sources_from_pairs(pairs: Sequence[tuple[str | Path, str | Path]]) -> list[CineSource]:

@@ -33,7 +33,7 @@ from cineprop.io import write_label
 from lib.configs.settings import SUPPORT_TAG, AppSettings, InferOptions, RequestError
 from lib.study_records import saved_support
 from lib.errors import http_errors
-from lib.service import PropagationService, VolumeResult
+from lib.service import PropagationService, VolumeResult, frames_report
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ class CinepropInfer(InferTask):
                 self._save_support(image_id, result, request.get("client_id"))
                 saved = True
         done = time.perf_counter()
-        propagate = sum(r.propagation.seconds for r in result.cines)
-        report = result.frames(options.flag_threshold)
+        propagate = result.seconds
+        report = frames_report(result, options.flag_threshold)
         values = sorted({int(v) for v in np.unique(result.labels) if v} | {v for r in result.cines
                                                                           for v in r.support.labels})
         info = {

@@ -27,7 +27,7 @@ from cineprop.errors import CheckpointError, CinepropError
 from lib.configs.settings import AppSettings, RequestError, parse_bool, parse_float
 from lib.study_records import SCORE_KEY, fingerprint, saved_support, write_score
 from lib.errors import http_errors
-from lib.service import PropagationService
+from lib.service import PropagationService, scores
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class CinepropConfidence(ScoringMethod):
                 continue
             try:
                 result = self.service.propagate_file(image, support)
-                score = {**result.scores(threshold), "support": f"datastore:{tag}",
+                score = {**scores(result, threshold), "support": f"datastore:{tag}",
                          "method": self.settings.method}
                 out["scored"][image_id] = score
                 what = f"mean confidence {score['mean_confidence']:.3f}, {score['flagged']} flagged"

@@ -1,6 +1,6 @@
 """Suite-wide isolation: no test leaves process-global numeric state behind for the next one.
 
-Several code paths set process-wide state on purpose (``cineprop.engine.configure_threads`` and the
+Several code paths set process-wide state on purpose (``cineprop.threads.configure_threads`` and the
 trainers call ``torch.set_num_threads``; the batch worker calls ``cv2.setNumThreads``; trainers and the
 relearner seed the global generators). In one pytest process that state used to leak into whichever
 test ran next, so results that depend on the summation order (a different thread count splits

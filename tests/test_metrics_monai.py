@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cineprop.io.cine import load_labelled_cine
+from cineprop.io import load_labelled_cine
 from cineprop.metrics import _surface, dice, hausdorff95, iou
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"

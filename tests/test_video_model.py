@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cineprop.checkpoints import FORMAT, image_model_of, load_image_model, load_model, save_checkpoint
-from cineprop.engine import ModelPropagator
+from cineprop.model_propagator import ModelPropagator
 from cineprop.errors import CheckpointError
 from cineprop.methods import build_propagator
 from cineprop.model import FewShotSegmenter, ModelConfig, TemporalAttentionUnit, VideoSegmenter

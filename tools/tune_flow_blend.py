@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from cineprop.evaluate import find_cases
-from cineprop.io.cine import load_labelled_cine
+from cineprop.io import load_labelled_cine
 from cineprop.methods import build_propagator
 from cineprop.metrics import score_label
 from cineprop.support import labels_from_probabilities, query_frames, select_support

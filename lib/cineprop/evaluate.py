@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cineprop.errors import InputError, where
 from cineprop.io.atomic import atomic_write_text
-from cineprop.io.cine import Cine, load_labelled_cine
+from cineprop.io import Cine, load_labelled_cine
 from cineprop.metrics import flagging_summary, score_label, summarise
 from cineprop.propagation import Propagator
 from cineprop.support import query_frames, select_support

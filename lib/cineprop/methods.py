@@ -83,7 +83,7 @@ _REGISTRY: dict[str, Method] = {
 
 #: ``--method model``'s propagator by checkpoint kind (the kind also chose the model class it loads)
 _LEARNED_BY_KIND: dict[str, str] = {
-    "image": "cineprop.engine:ModelPropagator",
+    "image": "cineprop.model_propagator:ModelPropagator",
     "relearn": "cineprop.relearn.propagator:TwoStagePropagator",
 }
 
@@ -92,7 +92,7 @@ def learned_propagator(checkpoint: str | None = None, device: str | None = None,
                        session: SessionConfig = SessionConfig()) -> Propagator:
     """``--method model`` (:class:`ModelOptions`): load the checkpoint once; its kind picks the propagator.
 
-    An ``image`` checkpoint propagates with sessions (:class:`~cineprop.engine.ModelPropagator`),
+    An ``image`` checkpoint propagates with sessions (:class:`~cineprop.model_propagator.ModelPropagator`),
     a ``relearn`` one with the video model's two-stage inference
     (:class:`~cineprop.relearn.propagator.TwoStagePropagator`).
     """

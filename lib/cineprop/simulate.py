@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from cineprop.errors import CinepropError
 from cineprop.evaluate import Case
-from cineprop.io.cine import Cine, load_labelled_cine
+from cineprop.io import Cine, load_labelled_cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, Propagator
 from cineprop.repropagate import Repropagator

@@ -9,13 +9,12 @@ from cineprop.io.cine import (
     assemble_labels,
     cines_from_volume,
     labels_for,
-    load_cines,
-    load_labelled_cine,
     slice_positions,
     stem,
 )
 from cineprop.io.crop import CropBox, parse_crop
-from cineprop.io.ingest import INPUT_SUFFIXES, Ingested, convert, ingest, input_kind, read_any
+from cineprop.io.ingest import Ingested, convert, ingest, input_kind, load_cines, load_labelled_cine, read_any
+from cineprop.io.suffixes import INPUT_SUFFIXES
 from cineprop.io.volume import (
     MAX_FRAMES,
     MAX_LABEL,

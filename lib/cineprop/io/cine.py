@@ -17,7 +17,8 @@ from typing import Iterable
 import numpy as np
 
 from cineprop.errors import InputError, where
-from cineprop.io.volume import Volume, read_label
+from cineprop.io.suffixes import INPUT_SUFFIXES
+from cineprop.io.volume import Volume
 
 
 @dataclass
@@ -59,8 +60,6 @@ class Cine:
 
 def stem(path: str | os.PathLike) -> str:
     """File name without its volume, DICOM or video suffix (``a/b/x.nii.gz`` → ``x``, ``clip.mp4`` → ``clip``)."""
-    from cineprop.io.ingest import INPUT_SUFFIXES
-
     name = Path(path).name
     for suffix in INPUT_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -118,24 +117,3 @@ def assemble_labels(reference: Volume, results: Iterable[tuple[Cine, np.ndarray]
             raise InputError(where(reference.path, f"result shape {labels.shape} differs from cine shape {target.shape}"))
         target[...] = labels
     return out
-
-
-def load_cines(path: str | os.PathLike, slice_index: int | None = None) -> tuple[Volume, list[Cine]]:
-    """Read any accepted input and split it into cines. Returns the volume (for geometry) and the cines.
-
-    ``path`` is a volume file, a DICOM file or series folder, a video file or a folder of frames
-    (see :mod:`cineprop.io.ingest`); results written with the volume's geometry overlay
-    the file ``cineprop convert`` writes from the same input.
-    """
-    from cineprop.io.ingest import read_any
-
-    volume = read_any(path)
-    return volume, cines_from_volume(volume, slice_index)
-
-
-def load_labelled_cine(image_path: str | os.PathLike, label_path: str | os.PathLike,
-                       slice_index: int | None = None) -> tuple[Volume, list[tuple[Cine, np.ndarray]]]:
-    """Read an image and its label volume; return the volume and ``(cine, H×W×T labels)`` pairs."""
-    volume, cines = load_cines(image_path, slice_index)
-    labels = read_label(label_path, like=volume)
-    return volume, [(cine, labels_for(labels, cine)) for cine in cines]

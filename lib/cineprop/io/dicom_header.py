@@ -22,9 +22,7 @@ import numpy as np
 
 from cineprop.errors import InputError, where
 from cineprop.io.frames import to_grey
-
-#: File endings treated as DICOM even without the "DICM" marker at byte 128.
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+from cineprop.io.suffixes import DICOM_SUFFIXES    # endings treated as DICOM even without "DICM" at byte 128
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 

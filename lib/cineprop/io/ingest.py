@@ -23,13 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cineprop.errors import InputError, where
+from cineprop.io.cine import Cine, cines_from_volume, labels_for, slice_positions
 from cineprop.io.crop import CropBox, crop_volume, parse_crop
-from cineprop.io.volume import VOLUME_SUFFIXES, Volume, read_image, write_image
-
-#: Every file ending :func:`ingest` recognises by name (DICOM files are also recognised by content).
-INPUT_SUFFIXES = VOLUME_SUFFIXES + (".dcm", ".dicom", ".ima") + (
-    ".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv") + (".zip",)
-
+from cineprop.io.suffixes import INPUT_SUFFIXES
+from cineprop.io.volume import VOLUME_SUFFIXES, Volume, read_image, read_label, write_image
 
 @dataclass
 class Ingested:
@@ -156,8 +153,6 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, slice_index: i
     Raises:
         InputError: a bad input or output; nothing is written then.
     """
-    from cineprop.io.cine import cines_from_volume
-
     out = Path(output)
     if not out.name.lower().endswith(VOLUME_SUFFIXES):
         raise InputError(where(out, f"output must end with one of {', '.join(VOLUME_SUFFIXES)}"))
@@ -174,7 +169,6 @@ def select_slice(volume: Volume, slice_index: int | None) -> Volume:
     """Slice position ``slice_index`` of a 4D volume as a 3D volume in the same place (or the volume)."""
     import numpy as np
 
-    from cineprop.io.cine import slice_positions
     from cineprop.io.volume import Geometry
 
     if slice_index is None:
@@ -188,3 +182,22 @@ def select_slice(volume: Volume, slice_index: int | None) -> Volume:
     geometry = Geometry((g.spacing[0], g.spacing[1], g.spacing[3]), tuple(float(v) for v in origin),
                         tuple(float(v) for v in direction4[:3, :3].ravel()))
     return Volume(np.ascontiguousarray(volume.array[:, :, z, :]), geometry, volume.path)
+
+
+def load_cines(path: str | os.PathLike, slice_index: int | None = None) -> tuple[Volume, list[Cine]]:
+    """Read any accepted input and split it into cines. Returns the volume (for geometry) and the cines.
+
+    ``path`` is a volume file, a DICOM file or series folder, a video file or a folder of frames
+    (see :func:`ingest`); results written with the volume's geometry overlay the file
+    ``cineprop convert`` writes from the same input.
+    """
+    volume = read_any(path)
+    return volume, cines_from_volume(volume, slice_index)
+
+
+def load_labelled_cine(image_path: str | os.PathLike, label_path: str | os.PathLike,
+                       slice_index: int | None = None) -> tuple[Volume, list[tuple[Cine, "np.ndarray"]]]:
+    """Read an image and its label volume; return the volume and ``(cine, H×W×T labels)`` pairs."""
+    volume, cines = load_cines(image_path, slice_index)
+    labels = read_label(label_path, like=volume)
+    return volume, [(cine, labels_for(labels, cine)) for cine in cines]

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cineprop.checkpoints import load_image_model, save_checkpoint
 from cineprop.errors import CinepropError, InputError
-from cineprop.io.cine import load_labelled_cine, stem
+from cineprop.io import load_labelled_cine, stem
 from cineprop.training.data import CineSet
 from cineprop.training.episodes import EpisodeMix, EpisodeSampler
 from cineprop.training.losses import segmentation_loss

@@ -17,11 +17,11 @@ contaminate the rest of a long clip. The two sweeps are blended by temporal dist
 exist, their disagreement lowers the frame's confidence. All labels go through one forward pass
 (batch dimension = labels).
 
-*Flow blend* (``flow_weight``): the model's probabilities are averaged with the painted masks
-carried frame to frame by dense optical flow (the ``dis`` baseline by default, ``flow_method``; fields
-computed once per session). The two make different mistakes (the model confuses look-alike tissue,
-flow drifts), so with Farnebäck their mean beat both on ACDC val (with DIS, DIS alone is 0.008 ahead;
-docs/benchmarks.md), and their Dice agreement bounds each frame's confidence:
+*Flow blend* (``flow_weight``, default 0.9): the model's probabilities are blended with the painted
+masks carried frame to frame by dense optical flow (the ``dis`` baseline by default, ``flow_method``;
+fields computed once per session). The carried masks lead and the network decides where the carrier
+is unsure (see :class:`SessionConfig` for the choice on the tuning sets); their Dice agreement bounds
+each frame's confidence:
 frames where appearance and motion disagree are the ones flagged for review.
 """
 

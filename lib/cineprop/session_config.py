@@ -26,8 +26,14 @@ class SessionConfig:
         memory_needs_object: never write an empty prediction to memory. An empty map is "certain",
             but as a shot it carries nothing and dilutes the painted frames' masks, so after one
             dropout frame the object would be lost for the rest of the clip.
-        flow_weight: weight of the flow-carried masks in the final probabilities (0: model only);
-            0.5 was best of 0, 0.2, …, 1 on 12 ACDC val cines (docs/benchmarks.md).
+        flow_weight: weight of the flow-carried masks in the final probabilities (0: model only).
+            0.9: the carried masks lead and the network decides only where the carrier is unsure
+            (carried probability near 0.5); chosen by the smallest gain over the carrier alone across
+            the two tuning sets (`tools/tune_flow_blend.py`, docs/benchmarks.md): on 20 ACDC val cines
+            0.5 → 0.686, 0.65 → 0.697, 0.8 → 0.697, 0.9 → 0.696, DIS alone 0.694; on the val-derived
+            smooth-motion tuning set 0.5 → 0.792, 0.8 → 0.924, 0.9 → 0.928, DIS alone 0.927 (at 0.5 a
+            network that is confidently wrong ties the carrier and flips the pixel; that drift cost
+            0.13 Dice on smooth motion). Only 0.9 is at or above the carrier alone on both.
         flow_method: the method that carries the painted masks for the blend: ``flow`` (Farnebäck),
             ``dis``, ``demons``, ``syn`` or ``elastix`` (:data:`cineprop.baselines.CARRIERS`). ``dis``:
             on the 20 ACDC val cines (first frame, weight 0.5) the blend scored 0.686 against 0.655 with
@@ -46,7 +52,7 @@ class SessionConfig:
     flag_threshold: float = 0.5
     support_weight_floor: float = 0.0
     memory_needs_object: bool = True
-    flow_weight: float = 0.5
+    flow_weight: float = 0.9
     flow_method: str = "dis"
 
     def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":

@@ -138,9 +138,24 @@ class ConsistencyRelearner:
             return state.encoder.inputs(items).fuse(student)
         return ClipEncoder(student, state.clip, cache=False).inputs(items).fuse(student)
 
+    def weights(self) -> dict[str, float]:
+        """``λ`` of each loss term by its key (``t``, ``f``, ``p``, ``s``, ``w``, ``tps``)."""
+        cfg = self.config
+        return {"t": cfg.lambda_t, "f": cfg.lambda_f, "p": cfg.lambda_p, "s": cfg.lambda_s, "w": cfg.lambda_w,
+                "tps": cfg.lambda_tps}
+
     def step(self, student: VideoSegmenter, state: ClipState, rng: np.random.Generator
              ) -> tuple[torch.Tensor, dict[str, float]]:
         """One relearning step's weighted loss and its unweighted terms (see the module docstring)."""
+        terms, weights = self.loss_terms(student, state, rng), self.weights()
+        total = sum(weights[k] * v for k, v in terms.items())
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        values["total"] = float(total.detach())
+        return total, values
+
+    def loss_terms(self, student: VideoSegmenter, state: ClipState, rng: np.random.Generator
+                   ) -> dict[str, torch.Tensor]:
+        """The unweighted loss terms of one step (a random window of frames), each a scalar with its graph."""
         cfg, clip = self.config, state.clip
         num_labels, t = len(clip.labels), clip.num_frames
         n = min(cfg.window_frames, t)
@@ -171,12 +186,7 @@ class ConsistencyRelearner:
             out_aug = student.temporal_attend(fused_aug)[:, start - lo:stop - lo]
             terms["tps"] = pseudo_supervision_loss(student.decode(out_aug.flatten(0, 1)), probs.flatten(0, 1),
                                                    cfg.tps_confidence)
-        weights = {"t": cfg.lambda_t, "f": cfg.lambda_f, "p": cfg.lambda_p, "s": cfg.lambda_s, "w": cfg.lambda_w,
-                   "tps": cfg.lambda_tps}
-        total = sum(weights[k] * v for k, v in terms.items())
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        values["total"] = float(total.detach())
-        return total, values
+        return terms
 
     def _supervised(self, student: VideoSegmenter, state: ClipState, rng: np.random.Generator) -> torch.Tensor:
         """``L_s`` on the painted frames predicted without themselves and on deformed copies of them."""

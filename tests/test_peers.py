@@ -91,6 +91,36 @@ def test_session_blends_with_the_chosen_carrier(carrier):
     np.testing.assert_allclose(session.propagate().probabilities[1], expected, atol=1e-5)
 
 
+def test_blended_confidence_is_the_carriers_bounded_by_agreement():
+    """With the flow blend, a frame's confidence is the carrier's own confidence bounded by the
+    network–carrier agreement; the network's crispness no longer enters (on this real cine the old
+    minimum with it differs)."""
+    from pathlib import Path
+
+    from cineprop.checkpoints import load_model
+    from cineprop.io import load_labelled_cine
+    from cineprop.metrics import dice
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    _, [(cine, truth)] = load_labelled_cine(sample / "patient001_frame01.nii.gz",
+                                            sample / "patient001_frame01_label.nii.gz")
+    support = select_support(truth, "first")
+    model, _ = load_model(None, "cpu")
+    runs = {}
+    for weight in (0.0, SessionConfig().flow_weight):
+        session = PropagationSession(model, cine, SessionConfig(flow_weight=weight))
+        session.set_supports(support)
+        runs[weight] = session.propagate()
+    network, result = runs[0.0], runs[SessionConfig().flow_weight]
+    carried = build_propagator("dis").propagate(cine, support)
+    agreement = np.array([[dice(network.probabilities[k][:, :, i] > 0.5, carried.probabilities[k][:, :, i] > 0.5)
+                           for i in range(cine.num_frames)] for k in support.labels])
+    expected = np.minimum(agreement, carried.confidence).min(axis=0)
+    expected[support.frames] = 1.0
+    np.testing.assert_allclose(result.confidence, expected, atol=1e-6)
+    assert not np.allclose(result.confidence, np.minimum(expected, network.confidence))   # the rule matters here
+
+
 def test_session_rejects_an_unknown_carrier():
     model = FewShotSegmenter(ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1),
                                          decoder=(16, 12, 8))).eval()

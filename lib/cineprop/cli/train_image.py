@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--exclude-labels", type=int, nargs="*", default=[],
                    help="ACDC labels never shown in training (e.g. 3 to hold out the LV)")
     p.add_argument("--image-sets", nargs="*", default=["hc18", "busi", "chasedb1"])
+    p.add_argument("--no-acdc", action="store_true",
+                   help="train on the 2D image sets only, no ACDC episode (the no-ACDC generalisation model; "
+                        "ACDC val still validates)")
     p.add_argument("--validate-every", type=int, default=250)
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N val sequences")
     p.add_argument("--threads", type=int, default=None,
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from cineprop.training.train_image import TrainConfig, train_image
 
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                      validate_every=args.validate_every, exclude_labels=tuple(args.exclude_labels),
+                      validate_every=args.validate_every, exclude_labels=tuple(args.exclude_labels), acdc=not args.no_acdc,
                       image_sets=tuple(args.image_sets), val_limit=args.val_limit,
                       backbone_weights=args.backbone_weights, threads=args.threads, init=args.init,
                       model=ModelConfig(resolution=args.resolution, backbone=args.backbone))

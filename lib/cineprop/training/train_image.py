@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     validate_every: int = 250
     exclude_labels: tuple[int, ...] = ()
+    acdc: bool = True                # False: no ACDC training episode at all (the 2D sets only; ACDC val still validates)
     image_sets: tuple[str, ...] = IMAGE_SETS
     shots_p: tuple[float, float, float] = (0.6, 0.25, 0.15)
     val_limit: int | None = None
@@ -78,7 +79,7 @@ def train_image(cfg: TrainConfig, resume: bool = True, progress: bool = True) ->
     train_ids = read_split(split_file, "train")
     val_ids = read_split(split_file, "val")[: cfg.val_limit]
     cines = load_cine_set(data / "acdc" / "sequences", train_ids, exclude_labels=cfg.exclude_labels,
-                          progress=progress)
+                          progress=progress) if cfg.acdc else None
     images = [load_image_set(data / name, "train") for name in cfg.image_sets]
     val_cines = load_cine_set(data / "acdc" / "sequences", val_ids, progress=progress)
     sampler = EpisodeSampler(cines, images, cfg.model.resolution, cfg.mix, seed=cfg.seed)
@@ -100,7 +101,7 @@ def train_image(cfg: TrainConfig, resume: bool = True, progress: bool = True) ->
         sampler.rng.bit_generator.state = extra["sampler_rng"]
         torch.set_rng_state(extra["torch_rng"])
 
-    meta = {"recipe": _jsonable(asdict(cfg)), "train_sequences": len(train_ids),
+    meta = {"recipe": _jsonable(asdict(cfg)), "train_sequences": len(train_ids) if cfg.acdc else 0,
             "image_sets": {s.name: len(s) for s in images}, "val_sequences": len(val_ids)}
     bar = tqdm(total=cfg.steps, initial=step, desc="train-image", disable=not progress, dynamic_ncols=True)
     running = None

@@ -12,7 +12,7 @@ import pytest
 
 from cineprop.baselines import CopyPropagator
 from cineprop.batch.plan import CineJob
-from cineprop.batch.work import propagate_file
+from cineprop.batch.work import propagate_job
 from cineprop.errors import SupportError
 from cineprop.io import Geometry, read_image, read_label, write_image, write_label
 from cineprop.relearn.sources import CineSource, load_supports
@@ -91,12 +91,12 @@ def test_a_frame_painted_everywhere_names_the_label_file(cine4d, tmp_path):
 def test_batch_and_relearning_follow_the_rule(cine4d, tmp_path):
     image, truth, painted = cine4d
     empty = _label(tmp_path, "empty.nii.gz", np.zeros_like(truth), image)
-    row = propagate_file(CineJob("cine", str(image), str(painted), str(tmp_path / "out.nii.gz")), CopyPropagator())
+    row = propagate_job(CineJob("cine", str(image), str(painted), str(tmp_path / "out.nii.gz")), CopyPropagator())
     assert row["frames"] == 6 and row["support_frames"] == 1
     assert row["flagged_frames"] == ["z1:2", "z1:3", "z1:4", "z1:5"]     # copy: confidence 1 / (1 + distance)
     assert read_label(tmp_path / "out.nii.gz").array[:, :, [0, 2]].sum() == 0
     with pytest.raises(SupportError, match="empty support"):
-        propagate_file(CineJob("cine", str(image), str(empty), str(tmp_path / "o.nii.gz")), CopyPropagator())
+        propagate_job(CineJob("cine", str(image), str(empty), str(tmp_path / "o.nii.gz")), CopyPropagator())
     assert not (tmp_path / "o.nii.gz").exists()
     assert [c.slice_index for c, _ in load_supports(CineSource("cine", image, painted))] == [1]
     assert list(load_supports(CineSource("cine", image, empty))) == []

@@ -93,7 +93,7 @@ class CineWorker:
             os._exit(CRASH_EXIT_CODE)  # test hook: behave like a worker killed mid-cine
         row = {"id": job.id, "attempts": attempt, "worker": self.name, "output": job.output}
         try:
-            row.update(propagate_file(job, self.propagator, self.spec.flag_threshold))
+            row.update(propagate_job(job, self.propagator, self.spec.flag_threshold))
             row["status"] = "ok"
         except CinepropError as exc:
             row.update(status="failed", error=str(exc), retry=False)
@@ -109,7 +109,7 @@ class CineWorker:
         return row
 
 
-def propagate_file(job: CineJob, propagator, flag_threshold: float = DEFAULT_FLAG_THRESHOLD) -> dict:
+def propagate_job(job: CineJob, propagator, flag_threshold: float = DEFAULT_FLAG_THRESHOLD) -> dict:
     """Read ``job.image`` and ``job.support``, propagate every painted slice position, write ``job.output``.
 
     4D cines (``H×W×Z×T``): slice positions with nothing painted stay 0 in the output

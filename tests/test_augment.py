@@ -44,3 +44,14 @@ def test_a_seed_fixes_every_augmented_batch():
         ba, bb, bc = a.batch(6, 2), b.batch(6, 2), c.batch(6, 2)
         assert all(np.array_equal(ba[k].numpy(), bb[k].numpy()) for k in ba)
         assert not np.array_equal(ba["query"].numpy(), bc["query"].numpy())
+
+
+def test_without_cines_only_image_episodes_are_drawn():
+    """``train-image --no-acdc`` gives the sampler no cines: it must draw image episodes only, and batches."""
+    full = _sampler(5)
+    images_only = EpisodeSampler(None, list(full.images.values()), 32, full.mix, seed=5)
+    assert images_only.kinds == ["image_pair", "image_cross"]
+    batch = images_only.batch(4, 1)
+    assert batch["query"].shape == (4, 1, 32, 32) and batch["target"].max() <= 1
+    with pytest.raises(ValueError, match="no training data"):
+        EpisodeSampler(None, [], 32, full.mix)

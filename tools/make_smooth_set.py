@@ -75,8 +75,8 @@ def main(out: str, data: str = "../shared/data", acdc: int = 8, per_set: int = 4
         manifest.append({"name": name, "shape": list(cine.shape), "dropout_frames": dropout, "split": split})
         print(name, cine.shape, "dropout", dropout, split, flush=True)
     (folder / "splits.csv").write_text("sequence,split\n" + "".join(f"{m['name']},{m['split']}\n" for m in manifest))
-    (folder / "manifest.json").write_text(json.dumps({"seed": seed, "tuning": tuning, "motion": motion.__dict__, "cines": manifest},
-                                                     indent=1, default=list) + "\n")
+    (folder / "manifest.json").write_text(json.dumps({"seed": seed, "tuning": tuning, "motion": motion.__dict__,
+                                                      "cines": manifest}, indent=1, default=list) + "\n")
     return manifest
 
 

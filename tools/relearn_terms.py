@@ -99,7 +99,8 @@ def main(split: str = "val", limit: int = 4, steps: int = 20, options: dict | No
     for k, s in summary.items():
         print(f"{k:>5} {s['weight']:>6.2f} {s['value']:>9.5f} {s['grad']:>10.6f} {s['share']:>7.3f} "
               f"{s['cos']:>6.2f} {s['grad_step0']:>10.6f}")
-    print("weights moved (‖θ − θ₀‖ / ‖θ₀‖):", {g: round(float(np.mean(m)), 5) for g, m in moved.items()})
+    print("weights moved (‖θ − θ₀‖ / ‖θ₀‖):",
+          {g: round(float(np.mean(m)), 5) for g, m in moved.items()})
     return {"terms": summary, "moved": {g: float(np.mean(m)) for g, m in moved.items()}}
 
 

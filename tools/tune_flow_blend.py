@@ -38,7 +38,8 @@ def _dice(probs: dict, truth: np.ndarray, support) -> float:
 
 
 def main(checkpoint: str | None = None, split: str = "val", limit: int = 12, strategy: str = "first",
-         carriers: tuple[str, ...] = ("flow",), data: str = "../shared/data/acdc", cases_dir: str | None = None) -> dict:
+         carriers: tuple[str, ...] = ("flow",), data: str = "../shared/data/acdc",
+         cases_dir: str | None = None) -> dict:
     """``{carrier: {weight: mean Dice}}`` over the first ``limit`` cines of ``split``."""
     torch.set_num_threads(1)
     folder = cases_dir or f"{data}/sequences"

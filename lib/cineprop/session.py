@@ -217,8 +217,8 @@ class PropagationSession:
                 probabilities[label][:, :, i] = self.roi.paste(p, (h, w))
                 confidence[slot, i] = conf
         support = self.support_set()
-        if self.config.flow_weight > 0:
-            self._blend_flow(probabilities, confidence, support)
+        if self.config.flow_weight > 0:        # the sweeps' confidence gives way to the carrier's (see below)
+            confidence = self._blend_flow(probabilities, support)
         details = {"roi": [self.roi.y0, self.roi.x0, self.roi.side], "stats": dict(self.stats)}
         return finish(probabilities, confidence.min(axis=0), support, time.perf_counter() - start, details,
                       self.config.flag_threshold)
@@ -239,11 +239,10 @@ class PropagationSession:
             self._flow_carried = key, carrier(self._flow_field).propagate(self.cine, support)
         return self._flow_carried[1]
 
-    def _blend_flow(self, probabilities: dict[int, np.ndarray], confidence: np.ndarray,
-                    support: SupportSet) -> None:
-        """Blend ``probabilities`` (label → H×W×T) with the flow-carried masks, in place, and set
-        ``confidence`` (labels × T, in place) to the carrier's own confidence bounded by the
-        network–carrier agreement.
+    def _blend_flow(self, probabilities: dict[int, np.ndarray], support: SupportSet) -> np.ndarray:
+        """Blend ``probabilities`` (label → H×W×T) with the flow-carried masks, in place; return the
+        frame confidence (labels × T): the carrier's own confidence bounded by the network–carrier
+        agreement.
 
         The blended masks are mostly the carrier's, so the network's crispness says little about
         them; on the 20 ACDC val cines the "next flagged" loop of ``cineprop simulate`` (target 0.85)
@@ -251,10 +250,12 @@ class PropagationSession:
         it (docs/benchmarks.md, "Annotation burden").
         """
         carried = self.flow_carried(support)
+        confidence = np.empty((len(self.supports), self.cine.num_frames), np.float32)
         for slot, label in enumerate(sorted(self.supports)):
             probabilities[label], agreement = blend_with_flow(probabilities[label], carried.probabilities[label],
                                                               self.config.flow_weight)
             confidence[slot] = np.minimum(agreement, carried.confidence)
+        return confidence
 
     def _blend(self, label: int, frame_idx: int, f: _Sweep, b: _Sweep) -> tuple[np.ndarray, float]:
         in_f, in_b = label in f.probs, label in b.probs

@@ -177,10 +177,9 @@ class PropagationService:
         """
         volume, cines, painted = load_painted(image, support, slice_index)
         propagator = self.propagator()
-        key = str(Path(image).resolve())
+        key, stamp = str(Path(image).resolve()), image_stamp(image)
 
         def propagate(cine: Cine, support_set: SupportSet) -> Propagation:
-            return self.sessions.propagate((key, cine.slice_index), image_stamp(image), propagator, cine,
-                                           support_set)
+            return self.sessions.propagate((key, cine.slice_index), stamp, propagator, cine, support_set)
 
         return propagate_volume(volume, cines, painted, propagate, support_frames, ignored_labels)

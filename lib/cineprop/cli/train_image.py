@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from cineprop.training.train_image import TrainConfig, train_image
 
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                      validate_every=args.validate_every, exclude_labels=tuple(args.exclude_labels), acdc=not args.no_acdc,
-                      image_sets=tuple(args.image_sets), val_limit=args.val_limit,
+                      validate_every=args.validate_every, exclude_labels=tuple(args.exclude_labels),
+                      acdc=not args.no_acdc, image_sets=tuple(args.image_sets), val_limit=args.val_limit,
                       backbone_weights=args.backbone_weights, threads=args.threads, init=args.init,
                       model=ModelConfig(resolution=args.resolution, backbone=args.backbone))
     summary = train_image(cfg, resume=not args.no_resume)

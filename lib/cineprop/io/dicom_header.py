@@ -250,7 +250,8 @@ def _check_one_bit_header(ds, header: Header) -> None:
     into 8 "pixels": the frames decode as stripes of noise instead of failing. Real 1-bit data
     holds one eighth of a byte per pixel.
     """
-    if int(getattr(ds, "BitsAllocated", 0) or 0) != 1 or "PixelData" not in ds or (header.syntax and header.syntax.is_compressed):
+    compressed = header.syntax is not None and header.syntax.is_compressed
+    if int(getattr(ds, "BitsAllocated", 0) or 0) != 1 or "PixelData" not in ds or compressed:
         return
     pixels = int(ds.Rows) * int(ds.Columns) * max(1, header.frames) * max(1, header.samples)
     if len(ds.PixelData) >= pixels:

@@ -22,11 +22,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from cineprop.errors import InputError, where
+from cineprop.io.archive import ARCHIVE_SUFFIXES
 from cineprop.io.cine import Cine, cines_from_volume, labels_for, slice_positions
 from cineprop.io.crop import CropBox, crop_volume, parse_crop
-from cineprop.io.suffixes import INPUT_SUFFIXES
-from cineprop.io.volume import VOLUME_SUFFIXES, Volume, read_image, read_label, write_image
+from cineprop.io.volume import VOLUME_SUFFIXES, Geometry, Volume, read_image, read_label, write_image
+
 
 @dataclass
 class Ingested:
@@ -70,7 +73,7 @@ def input_kind(path: str | os.PathLike) -> str:
         return "volume"
     if name.endswith(VIDEO_SUFFIXES):
         return "video"
-    if name.endswith(".zip"):
+    if name.endswith(ARCHIVE_SUFFIXES):
         return "archive"
     if is_dicom_file(p):
         return "dicom"
@@ -167,10 +170,6 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, slice_index: i
 
 def select_slice(volume: Volume, slice_index: int | None) -> Volume:
     """Slice position ``slice_index`` of a 4D volume as a 3D volume in the same place (or the volume)."""
-    import numpy as np
-
-    from cineprop.io.volume import Geometry
-
     if slice_index is None:
         return volume
     (z,) = slice_positions(volume, slice_index)
@@ -196,7 +195,7 @@ def load_cines(path: str | os.PathLike, slice_index: int | None = None) -> tuple
 
 
 def load_labelled_cine(image_path: str | os.PathLike, label_path: str | os.PathLike,
-                       slice_index: int | None = None) -> tuple[Volume, list[tuple[Cine, "np.ndarray"]]]:
+                       slice_index: int | None = None) -> tuple[Volume, list[tuple[Cine, np.ndarray]]]:
     """Read an image and its label volume; return the volume and ``(cine, H×W×T labels)`` pairs."""
     volume, cines = load_cines(image_path, slice_index)
     labels = read_label(label_path, like=volume)

@@ -7,7 +7,19 @@ denominator so an empty target is allowed. ``tests/test_losses.py`` checks it ag
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+
+@functools.lru_cache(maxsize=2)
+def _dice_ce(per_image: bool) -> torch.nn.Module:
+    """The configured ``DiceCELoss`` (stateless; built once per mode, not on every training step)."""
+    # Imported here: ``import monai`` costs about 4 s, which every CLI verb would otherwise pay.
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=not per_image,
+                      smooth_nr=1.0, smooth_dr=1.0)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, per_image: bool = False) -> torch.Tensor:
@@ -24,9 +36,4 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, per_image: boo
         a scalar: ``mean CE + (1 − (2·Σ p·t + 1) / (Σ p + Σ t + 1))``, sums over ``H×W`` (and ``B``
         unless ``per_image``).
     """
-    # Imported here: ``import monai`` costs about 4 s, which every CLI verb would otherwise pay.
-    from monai.losses import DiceCELoss
-
-    loss = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=not per_image,
-                      smooth_nr=1.0, smooth_dr=1.0)
-    return loss(logits, target.long().unsqueeze(1))
+    return _dice_ce(bool(per_image))(logits, target.long().unsqueeze(1))

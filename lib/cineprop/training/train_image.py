@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 0
     validate_every: int = 250
     exclude_labels: tuple[int, ...] = ()
-    acdc: bool = True                # False: no ACDC training episode at all (the 2D sets only; ACDC val still validates)
+    acdc: bool = True                # False: no ACDC training episode (the 2D sets only); ACDC val still validates
     image_sets: tuple[str, ...] = IMAGE_SETS
     shots_p: tuple[float, float, float] = (0.6, 0.25, 0.15)
     val_limit: int | None = None

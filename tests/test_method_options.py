@@ -26,7 +26,7 @@ def test_strings_become_the_methods_options():
     relearn = method_options("relearn", {"steps": "7", "train": "tau, head", "flow_weight": "0.25", "progress": "on"})
     assert relearn.relearn == RelearnConfig(steps=7, train=("tau", "head")) and relearn.progress is True
     assert relearn.session == SessionConfig(flow_weight=0.25) and relearn.checkpoint is None
-    assert method_options("flow", {}) == NoOptions() and method_options("flow", {"checkpoint": None}) == NoOptions()
+    assert method_options("copy", {}) == NoOptions() and method_options("copy", {"checkpoint": None}) == NoOptions()
     assert method_options("model", {"max_shots": 4, "use_roi": False}).session == SessionConfig(max_shots=4,
                                                                                                 use_roi=False)
 
@@ -39,7 +39,8 @@ def test_names_each_method_accepts():
 
 
 @pytest.mark.parametrize("name, settings, message", [
-    ("flow", {"checkpoint": "x.pt"}, r"unknown flow option\(s\) checkpoint: .* it takes none"),
+    ("copy", {"checkpoint": "x.pt"}, r"unknown copy option\(s\) checkpoint: .* it takes none"),
+    ("flow", {"checkpoint": "x.pt"}, r"unknown flow option\(s\) checkpoint: .* it takes anchor"),
     ("model", {"lambda_w": "0"}, r"unknown model option\(s\) lambda_w: method 'model' does not take options by "
                                  r"these names; it takes .*flow_weight"),
     ("model", {"max_shots": "2.5"}, r"model option max_shots='2.5': expected int"),

@@ -2,11 +2,12 @@
 once per cine, blended offline.
 
     python tools/tune_flow_blend.py [--checkpoint PT] [--split val] [--limit 12] [--support first]
-                                    [--carriers flow dis] [--cases DIR]
+                                    [--carriers flow dis] [--cases DIR] [--anchor]
 
 ``--cases DIR`` reads the cines of another folder (``DIR/*.nii.gz`` with ``DIR/splits.csv``, e.g. the
 smooth-motion tuning set of ``tools/make_smooth_set.py --tuning``); ``--split`` then filters its
-splits (``all``: every cine).
+splits (``all``: every cine). ``--anchor``: the carriers carry by anchored carrying
+(``SessionConfig.anchor_carrier``, :meth:`cineprop.flow.Field.anchored`).
 
 Prints, per cine and on average, the mean query-frame Dice of ``(1 − w)·model + w·carrier`` for
 w in 0, 0.2, …, 1 and each carrier (``SessionConfig.flow_method``: flow, dis, demons, syn,
@@ -39,14 +40,14 @@ def _dice(probs: dict, truth: np.ndarray, support) -> float:
 
 def main(checkpoint: str | None = None, split: str = "val", limit: int = 12, strategy: str = "first",
          carriers: tuple[str, ...] = ("flow",), data: str = "../shared/data/acdc",
-         cases_dir: str | None = None) -> dict:
+         cases_dir: str | None = None, anchor: bool = False) -> dict:
     """``{carrier: {weight: mean Dice}}`` over the first ``limit`` cines of ``split``."""
     torch.set_num_threads(1)
     folder = cases_dir or f"{data}/sequences"
     split_file = f"{cases_dir}/splits.csv" if cases_dir else f"{data}/splits.csv"
     cases = find_cases(folder, split_file, None if split == "all" else split)[:limit]
     model = build_propagator("model", checkpoint=checkpoint, options={"flow_weight": "0"})
-    peers = {name: build_propagator(name) for name in carriers}
+    peers = {name: build_propagator(name, anchor=anchor) for name in carriers}
     scores = {name: {w: [] for w in WEIGHTS} for name in carriers}
     seconds, frames = dict.fromkeys(carriers, 0.0), 0
     for case in cases:
@@ -79,5 +80,6 @@ if __name__ == "__main__":
     parser.add_argument("--carriers", nargs="+", default=["flow"])
     parser.add_argument("--data", default="../shared/data/acdc")
     parser.add_argument("--cases", default=None, help="a folder of cines with splits.csv instead of ACDC")
+    parser.add_argument("--anchor", action="store_true", help="anchored carrying (SessionConfig.anchor_carrier)")
     a = parser.parse_args()
-    main(a.checkpoint, a.split, a.limit, a.support, tuple(a.carriers), a.data, a.cases)
+    main(a.checkpoint, a.split, a.limit, a.support, tuple(a.carriers), a.data, a.cases, a.anchor)

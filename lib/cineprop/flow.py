@@ -2,7 +2,8 @@
 
 Convention: ``flow = dense_flow(target, source)`` is an ``H×W×2`` array such that
 ``target[y, x] ≈ source[y + flow[y, x, 1], x + flow[y, x, 0]]``, so ``warp(source_mask, flow)``
-brings a mask of ``source`` onto ``target`` (backward warping, no holes).
+brings a mask of ``source`` onto ``target`` (backward warping, no holes). :class:`Field` caches
+the displacements of one cine (frame to frame, and anchored to a painted frame) for every carrier.
 """
 
 from __future__ import annotations
@@ -40,31 +41,95 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
                      interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-class FlowField:
-    """Lazily computed flows between consecutive frames of one cine, cached.
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The displacement "follow ``inner``, then ``outer``": ``x ↦ inner(x) + outer(x + inner(x))``.
 
-    ``step(t, s)`` for ``s = t ± 1`` returns the flow that warps frame ``s`` onto frame ``t``.
+    Both ``H×W×2`` (dx, dy) in the convention above; ``compose(d_st, d_ts')`` brings frame ``s``
+    onto ``t'`` through ``t`` with one resampling of whatever is warped by the result.
     """
+    return inner + np.stack([warp(outer[..., 0], inner), warp(outer[..., 1], inner)], axis=-1)
+
+
+class Field:
+    """Cached displacements between the frames of one cine; the base of every carrier's field.
+
+    Subclasses give :meth:`frame` (frame ``i`` as ``H×W`` float32 in the field's own intensity
+    scale) and :meth:`pair` (the ``H×W×2`` displacement that brings an image ``moving`` onto
+    ``fixed``, both in that scale). On top of them:
+
+    * ``step(t, s)``: frame ``s`` onto frame ``t`` (``s = t ± 1``), computed once.
+    * ``anchored(painted, i)``: frame ``painted`` onto frame ``i`` by *anchored carrying*: the
+      displacement of frame ``i ∓ 1`` followed by one step, then corrected by registering frame ``i``
+      with the painted frame moved by it (a template check, as in template-update tracking: the error
+      of earlier steps is measured against the painted frame and taken out instead of carried on).
+      Computed once per ``(painted, i)`` and shared by every label painted on that frame.
+    """
+
+    def __init__(self):
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._anchored: dict[tuple[int, int], np.ndarray] = {}
+
+    def frame(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def pair(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(self, t: int, s: int) -> np.ndarray:
+        key = (t, s)
+        if key not in self._cache:
+            self._cache[key] = self.pair(self.frame(t), self.frame(s))
+        return self._cache[key]
+
+    def chained(self, painted: int, i: int) -> np.ndarray:
+        """Frame ``painted`` onto frame ``i``: the anchored displacement of the frame before ``i`` (seen
+        from ``painted``) followed by one step, without the template check at ``i``."""
+        toward = 1 if i > painted else -1
+        return compose(self.anchored(painted, i - toward), self.step(i, i - toward))
+
+    def anchored(self, painted: int, i: int) -> np.ndarray:
+        """Frame ``painted`` onto frame ``i`` (``H×W×2``; zero when ``i == painted``); see the class."""
+        if i == painted:
+            return np.zeros(self.frame(i).shape + (2,), np.float32)
+        toward = 1 if i > painted else -1
+        previous = self.anchored(painted, painted)
+        for j in range(painted + toward, i + toward, toward):    # fill the missing links in order
+            if (painted, j) not in self._anchored:
+                chained = compose(previous, self.step(j, j - toward))
+                moved = warp(self.frame(painted), chained)
+                self._anchored[painted, j] = compose(chained, self.pair(self.frame(j), moved))
+            previous = self._anchored[painted, j]
+        return previous
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the cached displacements."""
+        return sum(f.nbytes for cache in (self._cache, self._anchored) for f in cache.values())
+
+
+class FlowField(Field):
+    """Optical flow between the frames of one cine (Farnebäck or DIS, :func:`dense_flow`), cached."""
 
     def __init__(self, frames: np.ndarray, method: str = "farneback"):
         """Args: frames: ``H×W×T`` intensities (any range; normalised once for the whole cine);
         method: one of :data:`FLOW_METHODS`."""
         if method not in FLOW_METHODS:
             raise CinepropError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
+        super().__init__()
         self.frames8 = to_uint8(frames)
         self.method = method
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
 
-    def step(self, t: int, s: int) -> np.ndarray:
-        key = (t, s)
-        if key not in self._cache:
-            self._cache[key] = dense_flow(self.frames8[:, :, t], self.frames8[:, :, s], self.method)
-        return self._cache[key]
+    def frame(self, i: int) -> np.ndarray:
+        return self.frames8[:, :, i].astype(np.float32)
+
+    def pair(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        as8 = lambda image: np.clip(np.rint(image), 0, 255).astype(np.uint8)  # noqa: E731
+        return dense_flow(as8(fixed), as8(moving), self.method)
 
     @property
     def nbytes(self) -> int:
         """Bytes held: the 8-bit frames and the flows computed so far."""
-        return self.frames8.nbytes + sum(f.nbytes for f in self._cache.values())
+        return self.frames8.nbytes + self.cached_bytes
 
     def consistency(self, t: int, s: int, tolerance: float = 1.5) -> np.ndarray:
         """``H×W`` bool: where the forward-backward check says the ``t ← s`` flow is reliable.

@@ -30,6 +30,19 @@ class NoOptions:
 
 
 @dataclass(frozen=True)
+class CarrierOptions:
+    """Options of a method that carries the painted masks with a field (``flow``, ``dis``, the registration peers).
+
+    Attributes:
+        anchor: anchored carrying (:meth:`cineprop.flow.Field.anchored`): each frame's displacement is
+            checked against the painted frame and corrected, instead of warping the previous frame's
+            mask (the peers as a Slicer user has them: ``False``).
+    """
+
+    anchor: bool = False
+
+
+@dataclass(frozen=True)
 class CheckpointOptions:
     """Options of a method with weights.
 
@@ -60,19 +73,21 @@ class Method:
 
 
 _NONE = "cineprop.methods:NoOptions"
+_CARRIER = "cineprop.methods:CarrierOptions"
 _REGISTRY: dict[str, Method] = {
     "copy": Method("cineprop.baselines:CopyPropagator", _NONE, "repeat the nearest support frame's mask (baseline)"),
     "interpolate": Method("cineprop.interpolation:InterpolatePropagator", _NONE,
                           "linear shape interpolation between painted frames, nearest painting outside them "
                           "(baseline)"),
-    "flow": Method("cineprop.baselines:FlowPropagator", _NONE,
+    "flow": Method("cineprop.baselines:FlowPropagator", _CARRIER,
                    "warp the nearest support masks with dense optical flow (baseline)"),
-    "dis": Method("cineprop.baselines:DisPropagator", _NONE, "as flow, with OpenCV DIS optical flow (peer baseline)"),
-    "demons": Method("cineprop.baselines:DemonsPropagator", _NONE,
+    "dis": Method("cineprop.baselines:DisPropagator", _CARRIER,
+                  "as flow, with OpenCV DIS optical flow (peer baseline)"),
+    "demons": Method("cineprop.baselines:DemonsPropagator", _CARRIER,
                      "carry the nearest support masks with SimpleITK demons registration (peer baseline)"),
-    "syn": Method("cineprop.baselines:SynPropagator", _NONE,
+    "syn": Method("cineprop.baselines:SynPropagator", _CARRIER,
                   "as demons, with ANTs SyN registration (peer baseline; optional extra 'peers')"),
-    "elastix": Method("cineprop.baselines:ElastixPropagator", _NONE,
+    "elastix": Method("cineprop.baselines:ElastixPropagator", _CARRIER,
                       "as demons, with elastix B-spline registration (peer baseline; optional extra 'elastix')"),
     "model": Method("cineprop.methods:learned_propagator", "cineprop.methods:ModelOptions",
                     "few-shot image model with confidence-gated memory (bundled checkpoint by default)"),

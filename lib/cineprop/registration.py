@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from cineprop.errors import CinepropError
+from cineprop.flow import Field
 from cineprop.transforms import normalise_intensity
 
 
@@ -31,28 +32,28 @@ def require(module: str, package: str, method: str):
                             f"pip install -e '.[peers]' (or pip install {package})") from None
 
 
-class PairField:
-    """Lazily computed, cached displacement fields between frames of one cine (``frames``: ``H×W×T``).
+class PairField(Field):
+    """Registration fields between frames of one cine (``frames``: ``H×W×T``), cached (:class:`cineprop.flow.Field`).
 
     Subclasses implement :meth:`register` for one ``(fixed, moving)`` pair of ``H×W`` float32 images
     in [0, 1].
     """
 
     def __init__(self, frames: np.ndarray):
+        super().__init__()
         self.frames = normalise_intensity(frames)
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
 
-    def step(self, t: int, s: int) -> np.ndarray:
-        key = (t, s)
-        if key not in self._cache:
-            fixed, moving = (np.ascontiguousarray(self.frames[:, :, i], np.float32) for i in (t, s))
-            self._cache[key] = np.ascontiguousarray(self.register(fixed, moving), np.float32)
-        return self._cache[key]
+    def frame(self, i: int) -> np.ndarray:
+        return np.ascontiguousarray(self.frames[:, :, i], np.float32)
+
+    def pair(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.register(np.ascontiguousarray(fixed, np.float32),
+                                                  np.ascontiguousarray(moving, np.float32)), np.float32)
 
     @property
     def nbytes(self) -> int:
         """Bytes held: the normalised frames and the fields computed so far (as ``FlowField.nbytes``)."""
-        return self.frames.nbytes + sum(f.nbytes for f in self._cache.values())
+        return self.frames.nbytes + self.cached_bytes
 
     def register(self, fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
         raise NotImplementedError

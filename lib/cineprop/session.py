@@ -236,7 +236,8 @@ class PropagationSession:
         key = tuple((label, f, hash(m.tobytes()))
                     for label in support.labels for f, m in sorted(support.masks[label].items()))
         if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again
-            self._flow_carried = key, carrier(self._flow_field).propagate(self.cine, support)
+            carried = carrier(self._flow_field, self.config.anchor_carrier).propagate(self.cine, support)
+            self._flow_carried = key, carried
         return self._flow_carried[1]
 
     def _blend_flow(self, probabilities: dict[int, np.ndarray], support: SupportSet) -> np.ndarray:

@@ -38,6 +38,9 @@ class SessionConfig:
             ``dis``, ``demons``, ``syn`` or ``elastix`` (:data:`cineprop.baselines.CARRIERS`). ``dis``:
             on the 20 ACDC val cines (first frame, weight 0.5) the blend scored 0.686 against 0.655 with
             Farnebäck and 0.615 with demons, better on 16 cines, worse on 2 (docs/benchmarks.md).
+        anchor_carrier: the carrier carries by anchored carrying (:meth:`cineprop.flow.Field.anchored`:
+            every frame's displacement checked against the painted frame), which stops the drift of
+            frame-by-frame warping on long cines (docs/benchmarks.md, "Anchored carrying").
     """
 
     memory: bool = True
@@ -54,6 +57,7 @@ class SessionConfig:
     memory_needs_object: bool = True
     flow_weight: float = 0.9
     flow_method: str = "dis"
+    anchor_carrier: bool = True
 
     def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":
         """A copy with ``options`` applied, strings (``"0.3"``, ``"false"``) converted (:mod:`cineprop.options`)."""

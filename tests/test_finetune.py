@@ -77,3 +77,21 @@ def test_final_labels_on_one_frame_only_are_refused_clearly(tmp_path):
         load_pairs([(str(image), str(label))], "final")
     full = write_label(tmp_path / "full_label.nii.gz", labels, Volume(frames, geometry))
     assert len(load_pairs([(str(image), str(full))], "final").ids) == 1
+
+
+def test_validation_scores_the_network_not_the_carried_masks():
+    """Checkpoints are chosen by validation; the carried masks of the default session (flow blend 0.9)
+    are the same for every set of weights, so validation leaves them out. An untrained network
+    scores far below what the blend with the carrier scores on the same cines."""
+    from cineprop.session import SessionConfig
+    from cineprop.training.data import CineSet
+    from cineprop.training.validate import validate_cines
+
+    shapes = [moving_shapes(40, 40, 8, labels=1, seed=seed) for seed in range(3)]
+    cines = CineSet("shapes", [f"s{i}" for i in range(3)], [f for f, _ in shapes], [lab for _, lab in shapes], (1,))
+    torch.manual_seed(0)
+    untrained = FewShotSegmenter(TINY).eval()
+    network = validate_cines(untrained, cines)["mean_dice"]
+    blended = validate_cines(untrained, cines, config=SessionConfig())["mean_dice"]
+    assert network == pytest.approx(validate_cines(untrained, cines, config=SessionConfig(flow_weight=0.0))["mean_dice"])
+    assert blended > network + 0.2, (network, blended)

@@ -64,7 +64,8 @@ def test_bad_settings_are_refused():
 
 def test_a_session_method_reuses_one_session_across_paints(tmp_path):
     model = build_propagator("model", checkpoint=str(tiny_checkpoint(tmp_path / "tiny.pt")))
-    record = simulate_cine(model, *cine(2, frames=8), SimulationConfig("flagged", 0.85, max_frames=3))
+    # target 1.0: no propagation reaches it, so the loop paints until max_frames and re-propagates twice
+    record = simulate_cine(model, *cine(2, frames=8), SimulationConfig("flagged", 1.0, max_frames=3))
     assert record["reuses_session"] and len(record["curve"]) == 3
     assert record["repropagation_seconds"] is not None and record["first_seconds"] > 0
 

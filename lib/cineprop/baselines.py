@@ -54,7 +54,8 @@ class CopyPropagator:
 class WarpPropagator:
     """Warp the nearest support masks frame by frame with a dense displacement field.
 
-    Soft masks are warped (bilinear), so uncertainty shows as blur; frames between two supports
+    Soft masks are warped (bilinear), so uncertainty shows as blur (``anchor``: each frame's mask is
+    the painted mask warped once, see :func:`anchored_carry`); frames between two supports
     blend both directions with weights ``(b − t)/(b − a)`` and ``(t − a)/(b − a)``. Confidence is
     the Dice agreement of the two directions where both exist, else the crispness of the warped
     mask. Subclasses choose the field: optical flow or registration.
@@ -120,9 +121,10 @@ def anchored_carry(field, mask: np.ndarray, painted: int, i: int) -> np.ndarray:
     warps (:class:`cineprop.flow.Field`), each one resampling of the painted mask.
 
     Where the template check moves the boundary, the two disagree and the mean is near 0.5, so the
-    carried mask's crispness (its confidence past the last painted frame) drops there. Chosen on the
-    tuning sets over the anchored warp alone (ACDC val 20 cines, DIS: 0.694 warp-by-warp, 0.688
-    anchored, 0.700 this mean; smooth-motion tuning set: 0.915, 0.972, 0.972; docs/benchmarks.md).
+    carried mask's crispness (its confidence past the last painted frame) drops there. DIS on the
+    tuning sets (``cineprop evaluate --method dis --option anchor=true``, docs/benchmarks.md): ACDC
+    val 0.694 warp by warp → 0.698, smooth-motion tuning set 0.915 → 0.972. The anchored warp alone
+    (a throw-away experiment, not an option) matched this mean on smooth motion and lost on ACDC val.
     """
     return 0.5 * (warp(mask, field.chained(painted, i)) + warp(mask, field.anchored(painted, i)))
 

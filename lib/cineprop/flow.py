@@ -8,6 +8,8 @@ the displacements of one cine (frame to frame, and anchored to a painted frame) 
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -33,10 +35,17 @@ def dense_flow(target: np.ndarray, source: np.ndarray, method: str = "farneback"
     raise CinepropError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates ``(x, y)``, each ``H×W`` float32 (read-only, shared by every warp of that size)."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.flags.writeable = gy.flags.writeable = False
+    return gx, gy
+
+
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Sample ``image`` (``H×W`` float) at ``x + flow``: bilinear, border replicated."""
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = _grid(*flow.shape[:2])
     return cv2.remap(np.asarray(image, np.float32), gx + flow[..., 0], gy + flow[..., 1],
                      interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
@@ -67,7 +76,7 @@ class Field:
 
     def __init__(self):
         self._cache: dict[tuple[int, int], np.ndarray] = {}
-        self._anchored: dict[tuple[int, int], np.ndarray] = {}
+        self._anchored: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}   # (chained, anchored)
 
     def frame(self, i: int) -> np.ndarray:
         raise NotImplementedError
@@ -84,27 +93,32 @@ class Field:
     def chained(self, painted: int, i: int) -> np.ndarray:
         """Frame ``painted`` onto frame ``i``: the anchored displacement of the frame before ``i`` (seen
         from ``painted``) followed by one step, without the template check at ``i``."""
-        toward = 1 if i > painted else -1
-        return compose(self.anchored(painted, i - toward), self.step(i, i - toward))
+        return self._links(painted, i)[0]
 
     def anchored(self, painted: int, i: int) -> np.ndarray:
         """Frame ``painted`` onto frame ``i`` (``H×W×2``; zero when ``i == painted``); see the class."""
+        return self._links(painted, i)[1]
+
+    def _links(self, painted: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(chained, anchored)`` from ``painted`` to ``i``, filling the missing links in order."""
         if i == painted:
-            return np.zeros(self.frame(i).shape + (2,), np.float32)
+            zero = np.zeros(self.frame(i).shape + (2,), np.float32)
+            return zero, zero
         toward = 1 if i > painted else -1
-        previous = self.anchored(painted, painted)
-        for j in range(painted + toward, i + toward, toward):    # fill the missing links in order
+        previous = self._links(painted, painted)[1]
+        for j in range(painted + toward, i + toward, toward):
             if (painted, j) not in self._anchored:
                 chained = compose(previous, self.step(j, j - toward))
                 moved = warp(self.frame(painted), chained)
-                self._anchored[painted, j] = compose(chained, self.pair(self.frame(j), moved))
-            previous = self._anchored[painted, j]
-        return previous
+                self._anchored[painted, j] = chained, compose(chained, self.pair(self.frame(j), moved))
+            previous = self._anchored[painted, j][1]
+        return self._anchored[painted, i]
 
     @property
     def cached_bytes(self) -> int:
         """Bytes held by the cached displacements."""
-        return sum(f.nbytes for cache in (self._cache, self._anchored) for f in cache.values())
+        return (sum(f.nbytes for f in self._cache.values())
+                + sum(c.nbytes + a.nbytes for c, a in self._anchored.values()))
 
 
 class FlowField(Field):

@@ -6,7 +6,8 @@
 Reads ``cineprop evaluate --out`` reports (one method each, or the ``reports`` list of a multi-method
 run, filtered by ``--method``). On ``val``: the threshold with the highest recall of bad frames
 (some label's Dice < ``--bad``) whose flag rate stays within ``--max-flag-rate``. On ``test``: what
-that threshold gives. Prints a markdown table and optionally saves the curve as a PNG.
+that threshold gives. Prints a markdown table (with the share of bad query frames) and optionally
+saves the curve as a PNG.
 """
 
 from __future__ import annotations
@@ -67,10 +68,14 @@ def main() -> None:
               for split, path in (("val", args.val), ("test", args.test))}
     pick = choose_threshold(curves["val"], args.max_flag_rate)
     test = min(curves["test"], key=lambda q: abs(q["threshold"] - pick["threshold"]))
-    print("| split | threshold | flag rate | recall (Dice < %g) | precision |\n|---|---|---|---|---|" % args.bad)
+    print("| split | bad frames | threshold | flag rate | recall (Dice < %g) | precision |\n|---|---|---|---|---|---|"
+          % args.bad)
     for split, point in (("val", pick), ("test", test)):
-        print(f"| {split} | {point['threshold']:.2f} | {point['flag_rate']:.2f} | {point['recall']:.2f} | "
-              f"{point['precision']:.2f} |")
+        # everything flagged: the precision is the share of bad query frames, the best recall within
+        # a flag budget b is b / that share
+        bad = confidence_curve(_report(getattr(args, split), args.method)["per_sequence"], args.bad, [math.inf])
+        print(f"| {split} | {bad[0]['precision']:.3f} | {point['threshold']:.2f} | {point['flag_rate']:.2f} | "
+              f"{point['recall']:.2f} | {point['precision']:.2f} |")
     if args.plot:
         _plot(curves, pick["threshold"], args.plot)
 

@@ -35,11 +35,11 @@ from test_app_server import infer  # noqa: E402
 
 
 def one_study(server, studies: Path, image_id: str, args, seed: int) -> list[dict]:
-    """Infer ``image_id`` three times with growing supports; per infer: frames, seconds, propagate, reused."""
+    """Infer ``image_id`` (already in ``studies``) three times with growing supports; per infer: frames,
+    seconds, propagate, reused."""
     from cineprop.io import load_cines, read_label, write_label
     from cineprop.synthetic import moving_shapes
 
-    synthetic_study(studies, image_id, args.size, args.size, args.frames, seed=seed, speed=args.speed)
     volume, _ = load_cines(studies / f"{image_id}.nii.gz")
     _, truth = moving_shapes(args.size, args.size, args.frames, labels=2, seed=seed, speed=args.speed)
     rows = []
@@ -83,6 +83,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cineprop-repropagate-") as tmp:
         studies = Path(tmp) / "studies"
         studies.mkdir()
+        for r in range(args.repeats):          # before the server starts: its datastore lists them at start-up
+            synthetic_study(studies, f"cine{r}", args.size, args.size, args.frames, seed=r, speed=args.speed)
         server = start_server(studies, conf={"method": args.method}, log_path=Path(tmp) / "server.log")
         try:
             runs = [one_study(server, studies, f"cine{r}", args, seed=r) for r in range(args.repeats)]

@@ -94,3 +94,26 @@ def test_the_anchor_option_reaches_every_carrier_and_only_them():
     assert build_propagator("flow").anchor is False
     with pytest.raises(CinepropError, match=r"unknown copy option\(s\) anchor"):
         method_options("copy", {"anchor": "true"})
+
+
+@pytest.mark.parametrize("anchor", [False, True])
+def test_a_carrier_on_a_session_field_reuses_unchanged_chains_and_forgets_old_paint(anchor):
+    """Given a field (as a session gives its own), the carrier keeps carried masks by painted frame and
+    mask: results equal a fresh carrier's, a re-propagation warps only the new paint's chains, and the
+    masks of paint that is gone are dropped."""
+    from cineprop.support import SupportSet
+
+    cine, labels = _ring_cine(4, frames=24)
+    paint = lambda frames: SupportSet({1: {f: labels[:, :, f] == 1 for f in frames}}, labels.shape)  # noqa: E731
+    carrier = build_propagator("dis", anchor=anchor)
+    carrier._field = FlowField(cine.frames, "dis")
+    first = carrier.propagate(cine, paint([0]))
+    one_paint = carrier.cached_bytes
+    assert one_paint == 23 * 96 * 96 * 4                          # frames 1..23 carried from frame 0
+    second = carrier.propagate(cine, paint([0, 16]))
+    for result, frames in ((first, [0]), (second, [0, 16])):
+        fresh = build_propagator("dis", anchor=anchor).propagate(cine, paint(frames))
+        np.testing.assert_array_equal(result.probabilities[1], fresh.probabilities[1])
+    assert carrier.cached_bytes > one_paint                      # frame 16's chains added
+    carrier.propagate(cine, paint([16]))
+    assert carrier.cached_bytes == 23 * 96 * 96 * 4              # frame 0's chain forgotten

@@ -88,6 +88,45 @@ def test_forward_results_before_a_correction_are_reused(model, cine_and_labels):
     np.testing.assert_array_equal(before.labels[:, :, 0], after.labels[:, :, 0])
 
 
+def test_useful_shots_leave_out_far_painted_frames():
+    from cineprop.shots import useful_shots
+
+    assert useful_shots(29, [30, 45], 3, 3.0, cutoff=0.01) == [30]          # exp(−15/3) < 0.01 of the nearest
+    assert useful_shots(29, [30, 45], 3, 3.0, cutoff=0.0) == [30, 45]
+    assert useful_shots(29, [30, 40], 3, 3.0, cutoff=0.01) == [30, 40]       # exp(−10/3) ≥ 0.01
+    assert useful_shots(5, [4, 3, 2, 1], 3, 3.0, cutoff=0.01) == [4, 3, 2]   # at most max_shots
+    assert useful_shots(29, [30, 45], 3, 3.0, floor=0.5, cutoff=0.01) == [30, 45]   # a floor keeps it
+    assert useful_shots(3, [], 3, 3.0, cutoff=0.01) == []
+
+
+def test_a_far_correction_leaves_the_frames_near_other_paint_alone(model):
+    """Paint at 0 and 15 of a 30-frame cine, then add 29: the backward sweep of frames 1..14 starts
+    at 15 and frame 29 is 14 frames farther, a shot of weight exp(−14/3) < 1 % of frame 15's, so
+    those frames are not decoded again; without the cutoff they are. Either way the result equals a
+    fresh session given the same paint."""
+    frames, labels = moving_shapes(40, 48, 30, labels=1, seed=3, speed=0.4)
+    cine = Cine(frames, name="long")
+    redone, results = {}, {}
+    for cutoff in (0.01, 0.0):
+        config = SessionConfig(shot_cutoff=cutoff)
+        session = PropagationSession(model, cine, config)
+        for f in (0, 15):
+            session.add_support(f, labels[:, :, f])
+        session.propagate()
+        decoded = session.stats["decoded"]
+        session.add_support(29, labels[:, :, 29])
+        results[cutoff] = session.propagate()
+        redone[cutoff] = session.stats["decoded"] - decoded
+        fresh = PropagationSession(model, cine, config)
+        for f in (0, 15, 29):
+            fresh.add_support(f, labels[:, :, f])
+        np.testing.assert_array_equal(fresh.propagate().probabilities[1], results[cutoff].probabilities[1])
+    # backward 16..28 (the new paint's own reach); without the cutoff also backward 1..14
+    assert redone[0.01] == 13 and redone[0.0] == 13 + 14
+    agree = np.mean(results[0.01].labels == results[0.0].labels)
+    assert agree > 0.999, agree
+
+
 def test_feature_cache_is_bounded(model, cine_and_labels):
     cine, labels = cine_and_labels
     session = PropagationSession(model, cine, replace(SessionConfig(), max_cached_frames=4, batch_frames=2))

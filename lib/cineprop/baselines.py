@@ -69,6 +69,9 @@ class WarpPropagator:
         warping the previous frame's carried mask."""
         self._field = field
         self.anchor = bool(anchor)
+        # with a given field (a session's): carried masks by (painted frame, mask hash, frame), so a
+        # re-propagation warps again only the chains of new or changed paint
+        self._carried: dict[tuple[int, int, int], np.ndarray] = {}
 
     def field(self, frames: np.ndarray):
         """The cine's field object (``step(t, s)`` → ``H×W×2`` displacement; see :mod:`cineprop.flow`)."""
@@ -81,13 +84,17 @@ class WarpPropagator:
         start = time.perf_counter()
         h, w, t = cine.shape
         field = self.field(cine.frames)
+        hashes = {(label, f): hash(m.tobytes()) for label in support.labels for f, m in support.masks[label].items()}
+        painted = set((f, h) for (_, f), h in hashes.items())
+        self._carried = {k: v for k, v in self._carried.items() if k[:2] in painted}    # forget old paint
         probabilities = {}
         confidence = np.zeros((len(support.labels), t), np.float32)
         for slot, label in enumerate(support.labels):
             frames = support.frames_of(label)
             masks = {f: m.astype(np.float32) for f, m in support.masks[label].items()}
-            forward = self._chain(field, masks, t, +1)
-            backward = self._chain(field, masks, t, -1)
+            mask_hash = {f: hashes[label, f] for f in masks}
+            forward = self._chain(field, masks, mask_hash, t, +1)
+            backward = self._chain(field, masks, mask_hash, t, -1)
             prob = np.zeros((h, w, t), np.float32)
             for i in range(t):
                 a, b = neighbours(frames, i)
@@ -101,8 +108,15 @@ class WarpPropagator:
             probabilities[label] = prob
         return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start)
 
-    def _chain(self, field, masks: dict[int, np.ndarray], t: int, step: int) -> dict[int, np.ndarray]:
-        """Carry each support mask in direction ``step`` until the next support frame (exclusive)."""
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the carried masks kept for re-propagation."""
+        return sum(m.nbytes for m in self._carried.values())
+
+    def _chain(self, field, masks: dict[int, np.ndarray], mask_hash: dict[int, int], t: int,
+               step: int) -> dict[int, np.ndarray]:
+        """Carry each support mask (frame → ``H×W`` float, ``mask_hash`` of each) in direction
+        ``step`` until the next support frame (exclusive)."""
         out: dict[int, np.ndarray] = {}
         order = range(t) if step > 0 else range(t - 1, -1, -1)
         painted = None
@@ -111,8 +125,15 @@ class WarpPropagator:
                 painted = i
                 out[i] = masks[i]
             elif painted is not None:
-                out[i] = (anchored_carry(field, masks[painted], painted, i) if self.anchor
-                          else warp(out[i - step], field.step(i, i - step)))
+                key = (painted, mask_hash[painted], i)
+                if key not in self._carried:
+                    carried = (anchored_carry(field, masks[painted], painted, i) if self.anchor
+                               else warp(out[i - step], field.step(i, i - step)))
+                    if self._field is None:                  # a one-off field: nothing to reuse
+                        out[i] = carried
+                        continue
+                    self._carried[key] = carried
+                out[i] = self._carried[key]
         return out
 
 

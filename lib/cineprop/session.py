@@ -41,7 +41,7 @@ from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.roi import Roi, bounding_box, roi_around
 from cineprop.session_config import SessionConfig
-from cineprop.shots import certainty, shot_weight
+from cineprop.shots import certainty, shot_weight, useful_shots
 from cineprop.support import SupportSet
 from cineprop.transforms import normalise_intensity
 
@@ -82,6 +82,7 @@ class PropagationSession:
         self._encodings: dict[tuple[int, int], list[torch.Tensor]] = {}
         self._sweeps: dict[int, dict[int, _Sweep]] = {1: {}, -1: {}}
         self._flow_field = None                                  # the carrier's field, built on first use
+        self._carrier = None                                     # the carrier on that field (caches its chains)
         self._flow_carried = None                                # (support key, its flow Propagation)
         self.stats: Counter = Counter()
         #: ``{label: T×R×R}`` foreground probabilities of the last :meth:`propagate` inside the ROI.
@@ -127,7 +128,7 @@ class PropagationSession:
         total += sum(p.nbytes for sweeps in self._sweeps.values() for s in sweeps.values() for p in s.probs.values())
         total += sum(p.nbytes for p in self.roi_probabilities.values())
         if self._flow_field is not None:
-            total += self._flow_field.nbytes
+            total += self._flow_field.nbytes + self._carrier.cached_bytes
         return int(total)
 
     def _drop_frame(self, frame_idx: int) -> None:
@@ -233,11 +234,11 @@ class PropagationSession:
         carrier = CARRIERS[self.config.flow_method]
         if self._flow_field is None:
             self._flow_field = carrier().make_field(self.cine.frames)
+            self._carrier = carrier(self._flow_field, self.config.anchor_carrier)
         key = tuple((label, f, hash(m.tobytes()))
                     for label in support.labels for f, m in sorted(support.masks[label].items()))
         if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again
-            carried = carrier(self._flow_field, self.config.anchor_carrier).propagate(self.cine, support)
-            self._flow_carried = key, carried
+            self._flow_carried = key, self._carrier.propagate(self.cine, support)
         return self._flow_carried[1]
 
     def _blend_flow(self, probabilities: dict[int, np.ndarray], support: SupportSet) -> np.ndarray:
@@ -285,7 +286,7 @@ class PropagationSession:
             if behind[0] == frame_idx:
                 parts.append((label, mask_hash[(label, frame_idx)]))
             else:
-                shots = tuple((f, mask_hash[(label, f)]) for f in behind[:self.config.max_shots])
+                shots = tuple((f, mask_hash[(label, f)]) for f in self._shots(frame_idx, behind))
                 parts.append((label, shots, memory_keys.get(label)))
         return hash((static, frame_idx, tuple(parts)))
 
@@ -311,6 +312,12 @@ class PropagationSession:
             results[i], memory, memory_keys = hit, dict(hit.memory), dict(hit.memory_keys)
         return results
 
+    def _shots(self, frame_idx: int, behind: list[int]) -> list[int]:
+        """The painted frames (nearest first) that frame ``frame_idx``'s prediction takes as shots."""
+        cfg = self.config
+        return useful_shots(frame_idx, behind, cfg.max_shots, cfg.temporal_scale, cfg.support_weight_floor,
+                            cfg.shot_cutoff)
+
     def _segment_frame(self, frame_idx: int, direction: int, anchors: dict[int, list[int]],
                        memory: dict[int, tuple[int, torch.Tensor]], memory_keys: dict[int, int], key: int) -> _Sweep:
         cfg, r = self.config, self.resolution
@@ -324,10 +331,10 @@ class PropagationSession:
                 result.memory[label] = (frame_idx, torch.from_numpy(mask)[None].to(self.device))
                 result.memory_keys[label] = key
                 continue
-            shots = [self._encoding(label, f) for f in behind[:cfg.max_shots]]
-            weights = [shot_weight(frame_idx - f, cfg.temporal_scale, cfg.support_weight_floor)
-                       for f in behind[:cfg.max_shots]]
-            if cfg.memory and label in memory and memory[label][0] not in behind[:cfg.max_shots]:
+            chosen = self._shots(frame_idx, behind)
+            shots = [self._encoding(label, f) for f in chosen]
+            weights = [shot_weight(frame_idx - f, cfg.temporal_scale, cfg.support_weight_floor) for f in chosen]
+            if cfg.memory and label in memory and memory[label][0] not in chosen:
                 m_frame, m_mask = memory[label]
                 shots.append(self._memory_encoding(m_frame, m_mask))
                 weights.append(shot_weight(frame_idx - m_frame, cfg.temporal_scale))

@@ -1,11 +1,13 @@
 """Two rules every propagation path shares: how much a shot counts, and how sure a prediction is.
 
 The session (stage 1), two-stage inference and relearning (stage 2), episodic training and the
-registration baselines all weigh shots and score probability maps the same way; this module is the
-one place those rules are written.
+registration baselines all weigh and choose shots and score probability maps the same way; this
+module is the one place those rules are written.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -21,6 +23,22 @@ def shot_weight(distance: float, temporal_scale: float = TEMPORAL_SCALE, floor: 
     Memory shots (earlier predictions) take no floor.
     """
     return max(float(np.exp(-abs(distance) / temporal_scale)), floor)
+
+
+def useful_shots(frame_idx: int, nearest_first: Sequence[int], max_shots: int,
+                 temporal_scale: float = TEMPORAL_SCALE, floor: float = 0.0, cutoff: float = 0.0) -> list[int]:
+    """The painted frames a prediction at ``frame_idx`` takes as shots: the first ``max_shots`` of
+    ``nearest_first``, less those whose :func:`shot_weight` is below ``cutoff`` × the nearest one's.
+
+    A shot that small changes the prediction by a fraction of a percent, yet it ties the frame to
+    that painted frame: with the cutoff, painting a frame far away leaves this frame's prediction as
+    it was, so a correction re-propagates only the frames near it (``SessionConfig.shot_cutoff``).
+    """
+    chosen = list(nearest_first[:max_shots])
+    if not chosen:
+        return chosen
+    top = shot_weight(chosen[0] - frame_idx, temporal_scale, floor)
+    return [f for f in chosen if shot_weight(f - frame_idx, temporal_scale, floor) >= cutoff * top]
 
 
 def certainty(prob: np.ndarray) -> float:

@@ -48,15 +48,16 @@ def build_clip(session: PropagationSession, stage1: Propagation, config: Relearn
     memory_np = {(slot, i): (stage1_probs[slot, i] > 0.5).astype(np.float32)
                  for slot in range(len(labels)) for i in range(t)}
     shots, scale = session.config.max_shots, session.config.temporal_scale   # stage 2 weighs shots as stage 1
-    floor = session.config.support_weight_floor
-    grid = [[plan_item(slot, list(painted_np[slot]), i, t, shots, scale, floor=floor)
+    floor, cutoff = session.config.support_weight_floor, session.config.shot_cutoff
+    grid = [[plan_item(slot, list(painted_np[slot]), i, t, shots, scale, floor=floor, cutoff=cutoff)
              for i in range(t)] for slot in range(len(labels))]
     exclusive, copies, targets = [], [], []
     augmented = None
     if training:
         for slot in range(len(labels)):
             for f, mask in painted_np[slot].items():
-                item = plan_item(slot, list(painted_np[slot]), f, t, shots, scale, exclude_self=True, floor=floor)
+                item = plan_item(slot, list(painted_np[slot]), f, t, shots, scale, exclude_self=True, floor=floor,
+                                 cutoff=cutoff)
                 exclusive.append((item, mask))
                 for d in range(2, config.cycle_distance + 1):       # memory from farther frames
                     for m in (f - d, f + d):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from cineprop.model import FewShotSegmenter, SupportEncoding
 from cineprop.propagation import Propagation
 from cineprop.roi import Roi
-from cineprop.shots import TEMPORAL_SCALE, shot_weight
+from cineprop.shots import TEMPORAL_SCALE, shot_weight, useful_shots
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,18 @@ class Item:
 
 
 def plan_item(slot: int, painted: Sequence[int], frame_idx: int, num_frames: int, max_shots: int = 3,
-              temporal_scale: float = TEMPORAL_SCALE, exclude_self: bool = False, floor: float = 0.0) -> Item:
+              temporal_scale: float = TEMPORAL_SCALE, exclude_self: bool = False, floor: float = 0.0,
+              cutoff: float = 0.0) -> Item:
     """The stage-2 shots of ``frame_idx`` (see the module docstring).
 
     With ``exclude_self`` a painted frame is planned as if it were not painted (for ``L_s``); when
     no other painted frame is left, its memory is the next frame (the previous one at the end).
-    Painted shots are weighed as in stage 1, ``floor`` included (``SessionConfig.support_weight_floor``).
+    Painted shots are weighed and cut as in stage 1, ``floor`` and ``cutoff`` included
+    (``SessionConfig.support_weight_floor``, ``shot_cutoff``).
     """
     candidates = [f for f in painted if not (exclude_self and f == frame_idx)]
-    chosen = sorted(candidates, key=lambda f: (abs(f - frame_idx), f))[:max_shots]
+    nearest_first = sorted(candidates, key=lambda f: (abs(f - frame_idx), f))
+    chosen = useful_shots(frame_idx, nearest_first, max_shots, temporal_scale, floor, cutoff)
     supports = tuple((int(f), shot_weight(f - frame_idx, temporal_scale, floor)) for f in chosen)
     if chosen and chosen[0] == frame_idx:
         return Item(slot, frame_idx, supports)

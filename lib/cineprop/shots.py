@@ -1,4 +1,4 @@
-"""Two rules every propagation path shares: how much a shot counts, and how sure a prediction is.
+"""Rules every propagation path shares: how much a shot counts, which shots count, how sure a prediction is.
 
 The session (stage 1), two-stage inference and relearning (stage 2), episodic training and the
 registration baselines all weigh and choose shots and score probability maps the same way; this

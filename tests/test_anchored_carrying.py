@@ -117,3 +117,23 @@ def test_a_carrier_on_a_session_field_reuses_unchanged_chains_and_forgets_old_pa
     assert carrier.cached_bytes > one_paint                      # frame 16's chains added
     carrier.propagate(cine, paint([16]))
     assert carrier.cached_bytes == 23 * 96 * 96 * 4              # frame 0's chain forgotten
+
+
+def test_registration_match_is_high_where_motion_explains_the_frame_and_low_where_content_changed():
+    from cineprop.baselines import registration_match
+
+    cine, labels = _ring_cine(0, frames=12)
+    frames = cine.frames.copy()
+    other = gaussian_filter(np.random.default_rng(9).random(frames.shape[:2]), 2.0)
+    frames[:, :, 8:] = \
+        ((other - other.min()) / (other.max() - other.min()))[:, :, None]          # new content from frame 8 on
+    field = FlowField(frames, "dis")
+    ring = (labels[:, :, 0] == 1).astype(np.float32)
+    moved = [registration_match(field, 0, i, ring) for i in range(12)]
+    assert moved[0] == 1.0
+    assert min(moved[1:8]) > 0.8 and max(moved[8:]) < 0.5, np.round(moved, 2)
+    result = build_propagator("dis", anchor=True)
+    result._field = field
+    match = result.propagate(Cine(frames), select_support(labels, "first")).details["match"][1]
+    assert match.shape == (12,) and match[0] == 1.0
+    assert match[1:8].min() > 0.8 and match[8:].max() < 0.65, np.round(match, 2)

@@ -92,9 +92,9 @@ def test_session_blends_with_the_chosen_carrier(carrier):
 
 
 def test_blended_confidence_is_the_carriers_bounded_by_agreement():
-    """With the flow blend, a frame's confidence is the carrier's own confidence bounded by the
-    network–carrier agreement; the network's crispness no longer enters (on this real cine the old
-    minimum with it differs)."""
+    """With the flow blend, a frame's confidence is the carrier's own confidence bounded by the mean
+    of the network–carrier agreement and the anchored registration's match with the painted frame;
+    the network's crispness does not enter (on this real cine the old minimum with it differs)."""
     from pathlib import Path
 
     from cineprop.checkpoints import load_model
@@ -115,7 +115,8 @@ def test_blended_confidence_is_the_carriers_bounded_by_agreement():
     carried = build_propagator("dis", anchor=SessionConfig().anchor_carrier).propagate(cine, support)
     agreement = np.array([[dice(network.probabilities[k][:, :, i] > 0.5, carried.probabilities[k][:, :, i] > 0.5)
                            for i in range(cine.num_frames)] for k in support.labels])
-    expected = np.minimum(agreement, carried.confidence).min(axis=0)
+    match = np.array([np.clip(carried.details["match"][k], 0, 1) for k in support.labels])
+    expected = np.minimum(0.5 * (agreement + match), carried.confidence).min(axis=0)
     expected[support.frames] = 1.0
     np.testing.assert_allclose(result.confidence, expected, atol=1e-6)
     assert not np.allclose(result.confidence, np.minimum(expected, network.confidence))   # the rule matters here

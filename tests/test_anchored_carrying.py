@@ -120,7 +120,7 @@ def test_a_carrier_on_a_session_field_reuses_unchanged_chains_and_forgets_old_pa
 
 
 def test_registration_match_is_high_where_motion_explains_the_frame_and_low_where_content_changed():
-    from cineprop.baselines import registration_match
+    from cineprop.baselines import match_band, registration_match
 
     cine, labels = _ring_cine(0, frames=12)
     frames = cine.frames.copy()
@@ -129,7 +129,7 @@ def test_registration_match_is_high_where_motion_explains_the_frame_and_low_wher
         ((other - other.min()) / (other.max() - other.min()))[:, :, None]          # new content from frame 8 on
     field = FlowField(frames, "dis")
     ring = (labels[:, :, 0] == 1).astype(np.float32)
-    moved = [registration_match(field, 0, i, ring) for i in range(12)]
+    moved = [registration_match(field, 0, i, match_band(ring)) for i in range(12)]
     assert moved[0] == 1.0
     assert min(moved[1:8]) > 0.8 and max(moved[8:]) < 0.5, np.round(moved, 2)
     result = build_propagator("dis", anchor=True)

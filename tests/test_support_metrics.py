@@ -141,6 +141,18 @@ def test_neighbours_and_combination():
     assert out.ravel().tolist() == [1, 0, 3]
 
 
+def test_combining_labels_equals_argmax_over_the_stack():
+    """Highest probability wins, ties to the smaller label value, 0 below the threshold: the same as
+    argmax over the sorted label stack, on random maps with many exact ties."""
+    rng = np.random.default_rng(0)
+    probs = {label: (rng.integers(0, 5, (16, 12, 6)) / 4).astype(np.float32) for label in (3, 1, 2)}
+    stack = np.stack([probs[k] for k in (1, 2, 3)])
+    expected = np.array([1, 2, 3], np.uint8)[stack.argmax(axis=0)]
+    expected[stack.max(axis=0) < 0.5] = 0
+    np.testing.assert_array_equal(labels_from_probabilities(probs), expected)
+    assert labels_from_probabilities({2: probs[2]}).dtype == np.uint8
+
+
 def test_confidence_curve_by_hand():
     # frames 0 (painted), 1 bad & unsure, 2 good & sure, 3 bad & sure
     seq = {"frames": 4, "support_frames": {"1": [0]}, "confidence": [1.0, 0.2, 0.9, 0.8], "flagged": [1],

@@ -73,6 +73,7 @@ class WarpPropagator:
         # with a given field (a session's): carried masks by (painted frame, mask hash, frame), so a
         # re-propagation warps again only the chains of new or changed paint
         self._carried: dict[tuple[int, int, int], np.ndarray] = {}
+        self._kept_matches: dict[tuple[int, int, int], float] = {}     # (painted frame, frame, band hash)
 
     def field(self, frames: np.ndarray):
         """The cine's field object (``step(t, s)`` → ``H×W×2`` displacement; see :mod:`cineprop.flow`)."""
@@ -110,15 +111,24 @@ class WarpPropagator:
         details = {"match": self._matches(field, support, probabilities)} if self.anchor else {}
         return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start, details)
 
-    @staticmethod
-    def _matches(field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """Per label, the ``T`` :func:`registration_match` of each frame with its nearest painted frame."""
-        out = {}
+    def _matches(self, field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Per label, the ``T`` :func:`registration_match` of each frame with its nearest painted frame
+        (kept, with a given field, by painted frame, frame and band, so re-propagation recomputes
+        only the frames whose band changed)."""
+        out, kept = {}, {}
         for label in support.labels:
             frames = support.frames_of(label)
-            out[label] = np.array([registration_match(field, min(frames, key=lambda f: (abs(f - i), f)), i,
-                                                      probabilities[label][:, :, i])
-                                   for i in range(probabilities[label].shape[2])], np.float32)
+            match = np.ones(probabilities[label].shape[2], np.float32)
+            for i in range(match.size):
+                painted = min(frames, key=lambda f: (abs(f - i), f))
+                band = match_band(probabilities[label][:, :, i])
+                key = (painted, i, hash(band.tobytes()))
+                if key not in kept:
+                    kept[key] = (self._kept_matches.get(key) if key in self._kept_matches
+                                 else registration_match(field, painted, i, band))
+                match[i] = kept[key]
+            out[label] = match
+        self._kept_matches = kept if self._field is not None else {}
         return out
 
     @property
@@ -154,17 +164,20 @@ class WarpPropagator:
 MATCH_BAND = np.ones((9, 9), np.uint8)
 
 
-def registration_match(field, painted: int, i: int, carried: np.ndarray) -> float:
+def match_band(carried: np.ndarray) -> np.ndarray:
+    """``H×W`` bool: the carried mask (probability > 0.5) dilated by :data:`MATCH_BAND`."""
+    return cv2.dilate((carried > 0.5).astype(np.uint8), MATCH_BAND) > 0
+
+
+def registration_match(field, painted: int, i: int, band: np.ndarray) -> float:
     """How well the painted frame, moved onto frame ``i`` by the anchored displacement, matches frame
-    ``i`` around the carried mask (``H×W`` probability): their normalised cross-correlation in
-    [−1, 1] over the mask dilated by :data:`MATCH_BAND` (1 on the painted frame itself, or when
-    fewer than 10 pixels remain).
+    ``i`` around the carried mask (``band``: :func:`match_band`): their normalised cross-correlation
+    in [−1, 1] over the band (1 on the painted frame itself, or when fewer than 10 pixels remain).
 
     Where motion alone explains the frame (a smooth cine) the moved painted frame matches it closely
     (median 0.96 on the smooth-motion tuning set); where anatomy changed (ACDC's far slices) it does
     not (median 0.48 on the frames with Dice < 0.7, 0.69 on the others), whatever the carried mask.
     """
-    band = cv2.dilate((carried > 0.5).astype(np.uint8), MATCH_BAND) > 0
     if i == painted or band.sum() < 10:
         return 1.0
     a = field.frame(i)[band]

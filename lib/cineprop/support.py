@@ -178,11 +178,15 @@ def labels_from_probabilities(probabilities: Mapping[int, np.ndarray], threshold
     items = sorted(probabilities.items())
     if not items:
         raise SupportError("no labels to combine")
-    stack = np.stack([p for _, p in items], axis=0)
-    best = stack.argmax(axis=0)
-    values = np.array([label for label, _ in items], dtype=np.uint8)
-    out = values[best]
-    out[stack.max(axis=0) < threshold] = 0
+    # one label at a time (no L×H×W×T stack): a later label wins only where it is strictly higher,
+    # so ties go to the smaller label value, as with argmax over the sorted stack
+    best = np.array(items[0][1], dtype=np.float32, copy=True)
+    out = np.full(best.shape, items[0][0], dtype=np.uint8)
+    for label, prob in items[1:]:
+        higher = prob > best
+        out[higher] = label
+        np.maximum(best, prob, out=best)
+    out[best < threshold] = 0
     return out
 
 

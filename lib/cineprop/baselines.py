@@ -25,7 +25,7 @@ from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.shots import certainty
-from cineprop.support import SupportSet, neighbours
+from cineprop.support import SupportSet, nearest, neighbours
 
 
 class CopyPropagator:
@@ -41,7 +41,7 @@ class CopyPropagator:
         frames = sorted(masks)
         prob = np.zeros(masks[frames[0]].shape + (t,), np.float32)
         for i in range(t):
-            prob[:, :, i] = masks[min(frames, key=lambda f: (abs(f - i), f))]
+            prob[:, :, i] = masks[nearest(frames, i)]
         return prob
 
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
@@ -87,7 +87,7 @@ class WarpPropagator:
         h, w, t = cine.shape
         field = self.field(cine.frames)
         hashes = {(label, f): hash(m.tobytes()) for label in support.labels for f, m in support.masks[label].items()}
-        painted = set((f, h) for (_, f), h in hashes.items())
+        painted = set((f, digest) for (_, f), digest in hashes.items())
         self._carried = {k: v for k, v in self._carried.items() if k[:2] in painted}    # forget old paint
         probabilities = {}
         confidence = np.zeros((len(support.labels), t), np.float32)
@@ -120,7 +120,7 @@ class WarpPropagator:
             frames = support.frames_of(label)
             match = np.ones(probabilities[label].shape[2], np.float32)
             for i in range(match.size):
-                painted = min(frames, key=lambda f: (abs(f - i), f))
+                painted = nearest(frames, i)
                 band = match_band(probabilities[label][:, :, i])
                 key = (painted, i, hash(band.tobytes()))
                 if key not in kept:
@@ -141,6 +141,7 @@ class WarpPropagator:
         """Carry each support mask (frame → ``H×W`` float, ``mask_hash`` of each) in direction
         ``step`` until the next support frame (exclusive)."""
         out: dict[int, np.ndarray] = {}
+        kept = self._carried if self._field is not None else {}      # a one-off field: nothing to reuse
         order = range(t) if step > 0 else range(t - 1, -1, -1)
         painted = None
         for i in order:
@@ -149,14 +150,10 @@ class WarpPropagator:
                 out[i] = masks[i]
             elif painted is not None:
                 key = (painted, mask_hash[painted], i)
-                if key not in self._carried:
-                    carried = (anchored_carry(field, masks[painted], painted, i) if self.anchor
-                               else warp(out[i - step], field.step(i, i - step)))
-                    if self._field is None:                  # a one-off field: nothing to reuse
-                        out[i] = carried
-                        continue
-                    self._carried[key] = carried
-                out[i] = self._carried[key]
+                if key not in kept:
+                    kept[key] = (anchored_carry(field, masks[painted], painted, i) if self.anchor
+                                 else warp(out[i - step], field.step(i, i - step)))
+                out[i] = kept[key]
         return out
 
 

@@ -190,6 +190,11 @@ def labels_from_probabilities(probabilities: Mapping[int, np.ndarray], threshold
     return out
 
 
+def nearest(frames: Sequence[int], t: int) -> int:
+    """The frame of ``frames`` nearest to ``t`` (ties go to the earlier frame)."""
+    return min(frames, key=lambda f: (abs(f - t), f))
+
+
 def neighbours(frames: Sequence[int], t: int) -> tuple[int | None, int | None]:
     """The nearest support frames at or before ``t`` and at or after ``t`` (``None`` if absent)."""
     left = max((f for f in frames if f <= t), default=None)

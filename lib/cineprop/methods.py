@@ -37,9 +37,17 @@ class CarrierOptions:
         anchor: anchored carrying (:meth:`cineprop.flow.Field.anchored`): each frame's displacement is
             checked against the painted frame and corrected, instead of warping the previous frame's
             mask (the peers as a Slicer user has them: ``False``).
+        refine: correct every carried mask with the carrier refiner (registration-guided refinement,
+            :mod:`cineprop.refine`); needs ``anchor``.
+        refiner: the refiner checkpoint (``cineprop train-refiner``); ``None``: the bundled one.
+        refine_below: refine only frames whose registration match with the painted frame is below
+            this (1: every frame).
     """
 
     anchor: bool = False
+    refine: bool = False
+    refiner: str | None = None
+    refine_below: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,10 @@ class SessionConfig:
         anchor_carrier: the carrier carries by anchored carrying (:meth:`cineprop.flow.Field.anchored`:
             every frame's displacement checked against the painted frame), which stops the drift of
             frame-by-frame warping on long cines (docs/benchmarks.md, "Anchored carrying").
+        refine_carrier: the carrier corrects every carried mask with the carrier refiner
+            (registration-guided refinement, :mod:`cineprop.refine`); needs ``anchor_carrier``.
+        refiner: the refiner checkpoint for ``refine_carrier`` (``None``: the bundled one).
+        refine_below: refine only frames whose registration match is below this (1: every frame).
     """
 
     memory: bool = True
@@ -64,6 +68,9 @@ class SessionConfig:
     flow_weight: float = 0.9
     flow_method: str = "dis"
     anchor_carrier: bool = True
+    refine_carrier: bool = False
+    refiner: str | None = None
+    refine_below: float = 1.0
 
     def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":
         """A copy with ``options`` applied, strings (``"0.3"``, ``"false"``) converted (:mod:`cineprop.options`)."""

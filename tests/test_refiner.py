@@ -1,0 +1,148 @@
+"""The carrier refiner (registration-guided refinement, :mod:`cineprop.refine`): an untrained refiner
+leaves carried masks unchanged, one rule makes its input at training and inference, a short training
+run learns a systematic carrier error, and the option reaches every carrier and the session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cineprop.baselines import anchored_carry
+from cineprop.checkpoints import save_checkpoint
+from cineprop.errors import CheckpointError, CinepropError
+from cineprop.flow import FlowField, warp
+from cineprop.io import Cine
+from cineprop.methods import build_propagator
+from cineprop.model.refiner import CarrierRefiner, RefinerConfig
+from cineprop.refine import Refiner, refine_roi, refiner_input
+from cineprop.support import SupportSet
+from cineprop.synthetic import moving_shapes
+from cineprop.training.refine_data import cine_samples, image_samples
+from cineprop.training.train_refiner import RefinerTrainConfig, refine_loss, train_refiner, validate
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    frames, labels = moving_shapes(80, 80, 8, labels=2, seed=3, speed=1.0)
+    return frames, labels
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("refiner") / "untrained.pt"
+    save_checkpoint(path, CarrierRefiner(RefinerConfig(resolution=48)), "refiner")
+    return str(path)
+
+
+def test_an_untrained_refiner_returns_the_carried_mask(shapes, untrained):
+    frames, labels = shapes
+    field = FlowField(frames, "dis")
+    carried = anchored_carry(field, (labels[:, :, 0] == 1).astype(np.float32), 0, 5)
+    moved = warp(field.frame(0), field.anchored(0, 5))
+    refined = Refiner.load(untrained).refine_crop(field.frame(5), moved, carried)
+    assert np.abs(refined - carried).max() < 0.02        # the logit of a clipped probability, and back
+
+
+def test_nothing_to_refine_around_an_empty_carried_mask(untrained):
+    empty = np.zeros((40, 40), np.float32)
+    assert refine_roi(empty) is None
+    assert Refiner.load(untrained).refine_crop(np.ones((40, 40)), np.ones((40, 40)), empty) is empty
+
+
+def test_refiner_input_channels_and_scale(shapes):
+    frames, labels = shapes
+    carried = (labels[:, :, 0] == 2).astype(np.float32)
+    roi = refine_roi(carried)
+    x = refiner_input(frames[:, :, 1] * 300.0, frames[:, :, 0] * 300.0, carried, roi, 32)
+    y = refiner_input(frames[:, :, 1], frames[:, :, 0], carried, roi, 32)
+    assert x.shape == (3, 32, 32) and np.allclose(x, y, atol=0.02)      # intensity scale hardly matters
+    assert abs(x[0].mean()) < 1e-4 and 0.5 < x[0].std() < 1.5
+    assert x[2].min() >= 0 and x[2].max() <= 1 and x[2].max() > 0.5
+
+
+def test_samples_pair_the_carried_mask_with_the_truth(shapes):
+    frames, labels = shapes
+    samples = cine_samples(frames, labels, 32, max_distance=2)
+    assert len(samples) == 2 * (2 * 7 + 2 * 6)            # 2 labels × ordered pairs 1 or 2 frames apart
+    dices = [2 * ((x[2] > 0.5) & y).sum() / ((x[2] > 0.5).sum() + y.sum()) for x, y in samples]
+    assert np.median(dices) > 0.8                          # smooth motion: the carrier is nearly right
+    rng = np.random.default_rng(0)
+    more = image_samples(rng, frames[:, :, 0], labels[:, :, 0] == 1, 32, copies=3)
+    assert len(more) == 3 and more[0][0].dtype == np.float16
+
+
+def _biased_samples(n: int, resolution: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carried masks that are the truth grown by 3 pixels: a systematic carrier error to learn."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for _ in range(n):
+        frames, labels = moving_shapes(resolution, resolution, 2, labels=1, seed=int(rng.integers(1 << 30)))
+        truth = labels[:, :, 1] == 1
+        grown = cv2.dilate(truth.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(np.float32)
+        roi = refine_roi(grown)
+        xs.append(refiner_input(frames[:, :, 1], frames[:, :, 0], grown, roi, 32).astype(np.float16))
+        ys.append(roi.crop(truth.astype(np.float32), 32, nearest=True) > 0.5)
+    return np.stack(xs), np.stack(ys)
+
+
+def test_training_learns_a_systematic_carrier_error(tmp_path):
+    x, y = _biased_samples(48, 48, 0)
+    vx, vy = _biased_samples(16, 48, 1)
+    np.savez(tmp_path / "samples.npz", cine_x=x, cine_y=y, image_x=x[:0], image_y=y[:0], val_x=vx, val_y=vy)
+    cfg = RefinerTrainConfig(out=str(tmp_path), steps=150, batch=16, lr=3e-3, validate_every=150, threads=1,
+                             resolution=32)
+    summary = train_refiner(cfg, progress=False)
+    assert summary["best"]["dice"] > summary["best"]["carried"] + 0.05
+    assert Refiner.load(tmp_path / "best.pt").meta["best"]["step"] == 150
+
+
+def test_refine_loss_is_lower_for_the_truth():
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    assert refine_loss(10 * (2 * target - 1), target) < refine_loss(torch.zeros_like(target), target)
+    model = CarrierRefiner(RefinerConfig(resolution=16))
+    x = np.zeros((1, 3, 16, 16), np.float16)
+    x[0, 2, 4:12, 4:12] = 1
+    scores = validate(model, x, x[:, 2] > 0.5)
+    assert scores["refined"] == pytest.approx(1.0) and scores["carried"] == pytest.approx(1.0)
+
+
+def test_the_option_reaches_the_carriers_and_the_session(shapes, untrained, tmp_path):
+    frames, labels = shapes
+    cine = Cine(frames)
+    support = SupportSet.from_labels(np.where(np.arange(8) == 0, labels, 0).astype(labels.dtype))
+    plain = build_propagator("dis", anchor=True).propagate(cine, support)
+    refined = build_propagator("dis", anchor=True, refine=True, refiner=untrained).propagate(cine, support)
+    assert np.array_equal(plain.labels, refined.labels)
+    with pytest.raises(CinepropError, match="needs anchor"):
+        build_propagator("flow", refine=True, refiner=untrained)
+    model = build_propagator("model", options={"refine_carrier": "true", "refiner": untrained,
+                                               "flow_weight": "1"}).propagate(cine, support)
+    assert np.array_equal(model.labels, plain.labels)
+    image = tmp_path / "image.pt"
+    from cineprop.model import FewShotSegmenter, ModelConfig
+
+    save_checkpoint(image, FewShotSegmenter(ModelConfig()), "image")
+    with pytest.raises(CheckpointError, match="not a carrier refiner"):
+        Refiner.load(image)
+
+
+def test_the_gate_refines_only_frames_registration_does_not_explain(shapes, tmp_path):
+    """A refiner that erases everything (output bias −20) erases every frame with ``refine_below`` 1,
+    none with −1 (every match is ≥ −1), and on this smooth cine (matches ≈ 1) none at 0.5."""
+    frames, labels = shapes
+    eraser = CarrierRefiner(RefinerConfig(resolution=32))
+    torch.nn.init.constant_(eraser.out.bias, -20.0)
+    path = tmp_path / "eraser.pt"
+    save_checkpoint(path, eraser, "refiner")
+    cine = Cine(frames)
+    support = SupportSet.from_labels(np.where(np.arange(8) == 0, labels, 0).astype(labels.dtype))
+    kept = {}
+    for below in (1.0, -1.0, 0.5):
+        out = build_propagator("dis", anchor=True, refine=True, refiner=str(path), refine_below=below)
+        kept[below] = (out.propagate(cine, support).labels[:, :, 1:] > 0).sum()
+    assert kept[1.0] == 0
+    assert kept[-1.0] == kept[0.5] == (build_propagator("dis", anchor=True).propagate(cine, support).labels[:, :, 1:] > 0).sum()

@@ -25,6 +25,7 @@ from cineprop.flow import FlowField, warp
 from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
+from cineprop.session_config import REFINE_BELOW
 from cineprop.shots import certainty
 from cineprop.support import SupportSet, nearest, neighbours
 
@@ -66,7 +67,7 @@ class WarpPropagator:
     name = "warp"
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = 1.0):
+                 refine_below: float = REFINE_BELOW):
         """Args: field: a precomputed field of the same cine (a session reuses its own);
         anchor: carry by anchored carrying (:meth:`cineprop.flow.Field.anchored`) instead of
         warping the previous frame's carried mask; refine: correct each carried mask with the
@@ -252,7 +253,7 @@ class DemonsPropagator(WarpPropagator):
     name = "demons"
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = 1.0, iterations: int = 50):
+                 refine_below: float = REFINE_BELOW, iterations: int = 50):
         super().__init__(field, anchor, refine, refiner, refine_below)
         self.iterations = int(iterations)
 
@@ -268,7 +269,7 @@ class SynPropagator(WarpPropagator):
     name = "syn"
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = 1.0):
+                 refine_below: float = REFINE_BELOW):
         from cineprop.registration import require_ants
 
         require_ants(self.name)                         # fail when built, not on the first cine
@@ -286,7 +287,7 @@ class ElastixPropagator(WarpPropagator):
     name = "elastix"
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = 1.0):
+                 refine_below: float = REFINE_BELOW):
         from cineprop.registration import require
 
         require("itk", "itk-elastix", self.name)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from cineprop.errors import CinepropError
 from cineprop.options import option_names, replace_from_strings
 from cineprop.propagation import Propagator
-from cineprop.session_config import SessionConfig
+from cineprop.session_config import REFINE_BELOW, SessionConfig
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class CarrierOptions:
     anchor: bool = False
     refine: bool = False
     refiner: str | None = None
-    refine_below: float = 1.0
+    refine_below: float = REFINE_BELOW
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ from typing import Any, Mapping
 
 from cineprop.options import replace_from_strings
 
+#: the carrier refiner corrects only frames whose registration match is below this (``refine_below``
+#: of the session and of every carrier; chosen on the tuning sets, docs/benchmarks.md
+#: "Registration-guided refinement")
+REFINE_BELOW = 0.9
+
 
 @dataclass(frozen=True)
 class SessionConfig:
@@ -70,7 +75,7 @@ class SessionConfig:
     anchor_carrier: bool = True
     refine_carrier: bool = False
     refiner: str | None = None
-    refine_below: float = 1.0
+    refine_below: float = REFINE_BELOW
 
     def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":
         """A copy with ``options`` applied, strings (``"0.3"``, ``"false"``) converted (:mod:`cineprop.options`)."""

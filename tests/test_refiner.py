@@ -19,7 +19,7 @@ from cineprop.refine import Refiner, refine_roi, refiner_input
 from cineprop.support import SupportSet
 from cineprop.synthetic import moving_shapes
 from cineprop.training.refine_data import cine_samples, image_samples
-from cineprop.training.train_refiner import RefinerTrainConfig, refine_loss, train_refiner, validate
+from cineprop.training.train_refiner import RefinerTrainConfig, _batch, refine_loss, train_refiner, validate
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def _biased_samples(n: int, resolution: int, seed: int) -> tuple[np.ndarray, np.
 def test_training_learns_a_systematic_carrier_error(tmp_path):
     x, y = _biased_samples(48, 48, 0)
     vx, vy = _biased_samples(16, 48, 1)
-    np.savez(tmp_path / "samples.npz", cine_x=x, cine_y=y, image_x=x[:0], image_y=y[:0], val_x=vx, val_y=vy)
+    np.savez(tmp_path / "samples.npz", cine_x=x[:24], cine_y=y[:24], image_x=x[24:], image_y=y[24:], val_x=vx, val_y=vy)
     cfg = RefinerTrainConfig(out=str(tmp_path), steps=150, batch=16, lr=3e-3, validate_every=150, threads=1,
                              resolution=32)
     summary = train_refiner(cfg, progress=False)
@@ -146,3 +146,10 @@ def test_the_gate_refines_only_frames_registration_does_not_explain(shapes, tmp_
         kept[below] = (out.propagate(cine, support).labels[:, :, 1:] > 0).sum()
     assert kept[1.0] == 0
     assert kept[-1.0] == kept[0.5] == (build_propagator("dis", anchor=True).propagate(cine, support).labels[:, :, 1:] > 0).sum()
+
+
+def test_batches_without_acdc_crops_come_from_the_images():
+    x, y = _biased_samples(6, 48, 2)
+    samples = {"cine_x": x[:0], "cine_y": y[:0], "image_x": x, "image_y": y}
+    xb, yb = _batch(np.random.default_rng(0), samples, RefinerTrainConfig(batch=8, image_share=0.3))
+    assert xb.shape == (8, 3, 32, 32) and yb.shape == (8, 1, 32, 32)

@@ -46,6 +46,7 @@ class RefinerTrainConfig:
     threads: int | None = None
     resolution: int = 64
     exclude_labels: tuple[int, ...] = ()
+    acdc: bool = True
 
 
 def _samples(cfg: RefinerTrainConfig, progress: bool) -> dict[str, np.ndarray]:
@@ -58,11 +59,13 @@ def _samples(cfg: RefinerTrainConfig, progress: bool) -> dict[str, np.ndarray]:
     split_file = data / "acdc" / "splits.csv"
     sequences = data / "acdc" / "sequences"
     train = load_cine_set(sequences, read_split(split_file, "train"), exclude_labels=cfg.exclude_labels,
-                          progress=progress)
+                          progress=progress) if cfg.acdc else None
     val = load_cine_set(sequences, read_split(split_file, "val"), progress=progress)
     images = [load_image_set(data / name, "train") for name in IMAGE_SETS]
     out = {}
-    out["cine_x"], out["cine_y"] = build_samples(train, [], cfg.resolution, cfg.seed, progress=progress)
+    out["cine_x"], out["cine_y"] = (build_samples(train, [], cfg.resolution, cfg.seed, progress=progress) if cfg.acdc
+                                    else (np.zeros((0, 3, cfg.resolution, cfg.resolution), np.float16),
+                                          np.zeros((0, cfg.resolution, cfg.resolution), bool)))
     out["image_x"], out["image_y"] = build_samples(None, images, cfg.resolution, cfg.seed, copies=3, progress=progress)
     out["val_x"], out["val_y"] = build_samples(val, [], cfg.resolution, cfg.seed, progress=progress)
     np.savez(cache, **out)
@@ -81,6 +84,7 @@ def _augment(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> tuple[np
 def _batch(rng: np.random.Generator, samples: dict[str, np.ndarray], cfg: RefinerTrainConfig
            ) -> tuple[torch.Tensor, torch.Tensor]:
     n_image = int(rng.binomial(cfg.batch, cfg.image_share)) if len(samples["image_x"]) else 0
+    n_image = n_image if len(samples["cine_x"]) else cfg.batch       # no ACDC crops: every sample from the images
     picks = [("cine", int(j)) for j in rng.integers(len(samples["cine_x"]), size=cfg.batch - n_image)]
     picks += [("image", int(j)) for j in rng.integers(max(len(samples["image_x"]), 1), size=n_image)]
     pairs = [_augment(rng, samples[f"{kind}_x"][j].astype(np.float32), samples[f"{kind}_y"][j]) for kind, j in picks]

@@ -10,7 +10,9 @@
   registration tools a Slicer user would reach for today. ``syn`` and ``elastix`` need the optional
   ``peers`` extra.
 
-:data:`CARRIERS` names every field-based method; a model session can blend with any of them.
+:data:`CARRIERS` names every field-based method; a model session can blend with any of them. With
+``anchor`` a carrier may also ``refine``: the carrier refiner (:mod:`cineprop.refine`) corrects each
+carried mask on frames the registration does not explain (:meth:`WarpPropagator._refined`).
 """
 
 from __future__ import annotations

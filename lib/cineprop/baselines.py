@@ -153,7 +153,7 @@ class WarpPropagator:
         is where the painted frame moved by the anchored displacement matches frame ``i`` around it
         (:func:`band_ncc` over :func:`match_band`) at ``refine_below`` or more: registration explains
         the frame there."""
-        moved = warp(field.frame(painted), field.anchored(painted, i))
+        moved = field.moved(painted, i)
         query = field.frame(i)
         if self.refine_below < 1.0 and band_ncc(query, moved, match_band(carried)) >= self.refine_below:
             return carried
@@ -207,7 +207,7 @@ def registration_match(field, painted: int, i: int, band: np.ndarray) -> float:
     """
     if i == painted:
         return 1.0
-    return band_ncc(field.frame(i), warp(field.frame(painted), field.anchored(painted, i)), band)
+    return band_ncc(field.frame(i), field.moved(painted, i), band)
 
 
 def band_ncc(frame: np.ndarray, moved: np.ndarray, band: np.ndarray) -> float:

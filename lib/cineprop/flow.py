@@ -99,6 +99,10 @@ class Field:
         """Frame ``painted`` onto frame ``i`` (``H×W×2``; zero when ``i == painted``); see the class."""
         return self._links(painted, i)[1]
 
+    def moved(self, painted: int, i: int) -> np.ndarray:
+        """Frame ``painted`` moved onto frame ``i`` by the anchored displacement (``H×W`` float32)."""
+        return warp(self.frame(painted), self.anchored(painted, i))
+
     def _links(self, painted: int, i: int) -> tuple[np.ndarray, np.ndarray]:
         """``(chained, anchored)`` from ``painted`` to ``i``, filling the missing links in order."""
         if i == painted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 import torch
@@ -25,3 +26,11 @@ def optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, params:
         reduce_gradients(params)
     torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
     optimiser.step()
+
+
+def warmup_cosine(step: int, lr: float, steps: int, warmup: int) -> float:
+    """Learning rate at ``step``: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

@@ -18,12 +18,13 @@ import numpy as np
 from tqdm import tqdm
 
 from cineprop.baselines import anchored_carry
-from cineprop.flow import FlowField, warp
+from cineprop.flow import FlowField
 from cineprop.refine import refine_roi, refiner_input
+from cineprop.session_config import SessionConfig
 from cineprop.training.augment import deform
 
-#: the carrier of the session's default (``SessionConfig.flow_method``)
-FLOW_METHOD = "dis"
+#: the carrier of the session's default
+FLOW_METHOD = SessionConfig.flow_method
 #: share of the 2D samples whose query is a dropout frame
 DROPOUT = 0.15
 
@@ -35,8 +36,7 @@ def _sample(field: FlowField, mask: np.ndarray, painted: int, i: int, truth: np.
     roi = refine_roi(carried)
     if roi is None:
         return None
-    moved = warp(field.frame(painted), field.anchored(painted, i))
-    x = refiner_input(field.frame(i), moved, carried, roi, resolution)
+    x = refiner_input(field.frame(i), field.moved(painted, i), carried, roi, resolution)
     return x.astype(np.float16), roi.crop(truth.astype(np.float32), resolution, nearest=True) > 0.5
 
 

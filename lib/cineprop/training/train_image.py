@@ -9,7 +9,6 @@ the ACDC ``val`` split by propagating real cines with :class:`~cineprop.session.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -26,7 +25,7 @@ from cineprop.model import FewShotSegmenter, ModelConfig
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
 from cineprop.training.episodes import EpisodeMix, EpisodeSampler
 from cineprop.training.losses import segmentation_loss
-from cineprop.training.optim import optimiser_step
+from cineprop.training.optim import optimiser_step, warmup_cosine
 from cineprop.training.validate import validate_cines
 
 
@@ -56,10 +55,7 @@ class TrainConfig:
 
 
 def _lr(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, cfg.lr, cfg.steps, cfg.warmup)
 
 
 def _seed_all(seed: int) -> None:

@@ -12,7 +12,6 @@ carrier there); the best step is kept as ``best.pt``. Resumable from ``last.pt``
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from cineprop.checkpoints import read_checkpoint, save_checkpoint
 from cineprop.io.atomic import atomic_write_text
 from cineprop.model.refiner import CarrierRefiner, RefinerConfig
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
-from cineprop.training.optim import optimiser_step
+from cineprop.training.optim import optimiser_step, warmup_cosine
 from cineprop.training.refine_data import build_samples
 
 
@@ -40,6 +39,7 @@ class RefinerTrainConfig:
     steps: int = 2000
     batch: int = 32
     lr: float = 1e-3
+    warmup: int = 100
     seed: int = 0
     image_share: float = 0.3
     validate_every: int = 250
@@ -109,18 +109,11 @@ def validate(model: CarrierRefiner, x: np.ndarray, y: np.ndarray, chunk: int = 2
     for start in range(0, len(x), chunk):
         xb = torch.from_numpy(x[start:start + chunk].astype(np.float32))
         yb = torch.from_numpy(y[start:start + chunk])
-        for name, pred, out in (("refined", model(xb)[:, 0] > 0, refined), ("carried", xb[:, 2] > 0.5, carried)):
+        for pred, out in ((model(xb)[:, 0] > 0, refined), (xb[:, 2] > 0.5, carried)):
             inter = (pred & yb).sum(dim=(1, 2)).float()
             total = (pred.sum(dim=(1, 2)) + yb.sum(dim=(1, 2))).float()
             out.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
     return {"refined": float(torch.cat(refined).mean()), "carried": float(torch.cat(carried).mean())}
-
-
-def _lr(step: int, cfg: RefinerTrainConfig) -> float:
-    warm = 100
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, cfg.steps - warm))))
 
 
 def train_refiner(cfg: RefinerTrainConfig, resume: bool = True, progress: bool = True) -> dict:
@@ -147,7 +140,7 @@ def train_refiner(cfg: RefinerTrainConfig, resume: bool = True, progress: bool =
     while step < cfg.steps:
         model.train()
         for group in optimiser.param_groups:
-            group["lr"] = _lr(step, cfg)
+            group["lr"] = warmup_cosine(step, cfg.lr, cfg.steps, cfg.warmup)
         x, y = _batch(rng, samples, cfg)
         loss = refine_loss(model(x), y)
         optimiser_step(optimiser, loss, model.parameters())

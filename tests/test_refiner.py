@@ -18,8 +18,10 @@ from cineprop.model.refiner import CarrierRefiner, RefinerConfig
 from cineprop.refine import Refiner, refine_roi, refiner_input
 from cineprop.support import SupportSet
 from cineprop.synthetic import moving_shapes
-from cineprop.training.refine_data import cine_samples, image_samples
-from cineprop.training.train_refiner import RefinerTrainConfig, _batch, refine_loss, train_refiner, validate
+from cineprop.training.refine_data import cine_samples, image_samples, synthetic_samples
+from cineprop.training.synthetic_shapes import shape_change_pair
+from cineprop.training.train_refiner import (RefinerTrainConfig, _augment, _batch, _source_counts, refine_loss,
+                                             train_refiner, validate)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +155,44 @@ def test_batches_without_acdc_crops_come_from_the_images():
     samples = {"cine_x": x[:0], "cine_y": y[:0], "image_x": x, "image_y": y}
     xb, yb = _batch(np.random.default_rng(0), samples, RefinerTrainConfig(batch=8, image_share=0.3))
     assert xb.shape == (8, 3, 32, 32) and yb.shape == (8, 1, 32, 32)
+
+
+def test_batches_mix_the_sources_by_their_shares():
+    x, y = _biased_samples(6, 48, 3)
+    samples = {"cine_x": x, "cine_y": y, "image_x": x[:2], "image_y": y[:2], "synth_x": x[:3], "synth_y": y[:3]}
+    rng = np.random.default_rng(0)
+    cfg = RefinerTrainConfig(batch=1000, image_share=0.2, synthetic_share=0.5)
+    counts = _source_counts(rng, samples, cfg)
+    assert sum(counts.values()) == 1000
+    assert abs(counts["synth"] - 500) < 60 and abs(counts["image"] - 200) < 50 and abs(counts["cine"] - 300) < 60
+    counts = _source_counts(rng, dict(samples, synth_x=x[:0]), cfg)    # no synthetic crops: the others share
+    assert set(counts) == {"cine", "image"} and sum(counts.values()) == 1000
+    with pytest.raises(ValueError, match="no training samples"):
+        _source_counts(rng, {"cine_x": x[:0], "image_x": x[:0]}, cfg)
+
+
+def test_inversion_negates_the_frames_not_the_carried_mask():
+    x, y = _biased_samples(1, 48, 4)
+    xi, yi = _augment(np.random.default_rng(0), x[0].astype(np.float32), y[0], invert=1.0)
+    xs, ys = _augment(np.random.default_rng(0), x[0].astype(np.float32), y[0])
+    rng = np.random.default_rng(0)
+    rng.random()                                           # the inversion's draw, then the same geometry
+    xg, yg = _augment(rng, x[0].astype(np.float32), y[0])
+    assert np.array_equal(xi[:2], -xg[:2]) and np.array_equal(xi[2], xg[2]) and np.array_equal(yi, yg)
+    assert xs.shape == xi.shape and ys.dtype == yi.dtype
+
+
+def test_synthetic_pairs_change_the_object_and_carry_into_samples():
+    rng = np.random.default_rng(0)
+    changes = []
+    for _ in range(6):
+        painted, painted_mask, query, query_mask = shape_change_pair(rng, 96)
+        assert painted.shape == query.shape == painted_mask.shape == query_mask.shape == (96, 96)
+        assert painted.dtype == np.float32 and painted_mask.dtype == bool and query_mask.dtype == bool
+        assert 0 <= query.min() and query.max() <= 1 and query_mask.sum() > 30
+        inside, outside = query[query_mask].mean(), query[~query_mask].mean()
+        changes.append(abs(int(painted_mask.sum()) - int(query_mask.sum())) / query_mask.sum())
+        assert np.isfinite(inside) and np.isfinite(outside)
+    assert max(changes) > 0.2                               # the object changes size, not only position
+    samples = synthetic_samples(np.random.default_rng(1), 4, 32, size=96, progress=False)
+    assert 1 <= len(samples) <= 4 and samples[0][0].shape == (3, 32, 32) and samples[0][1].shape == (32, 32)

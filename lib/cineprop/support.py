@@ -190,9 +190,17 @@ def labels_from_probabilities(probabilities: Mapping[int, np.ndarray], threshold
     return out
 
 
+def nearest_first(frames: Sequence[int], t: int) -> list[int]:
+    """``frames`` ordered by distance to ``t``, nearest first (ties: the earlier frame first)."""
+    return sorted(frames, key=lambda f: (abs(f - t), f))
+
+
 def nearest(frames: Sequence[int], t: int) -> int:
     """The frame of ``frames`` nearest to ``t`` (ties go to the earlier frame)."""
-    return min(frames, key=lambda f: (abs(f - t), f))
+    order = nearest_first(frames, t)
+    if not order:
+        raise ValueError("nearest: no frames to choose from")
+    return order[0]
 
 
 def neighbours(frames: Sequence[int], t: int) -> tuple[int | None, int | None]:

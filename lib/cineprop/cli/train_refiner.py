@@ -21,6 +21,11 @@ def add_parser(sub) -> None:
                    help="ACDC labels never painted in training (e.g. 3 to hold out the LV)")
     p.add_argument("--no-acdc", action="store_true",
                    help="train on the 2D image sets only (ACDC val still validates): the transfer experiment")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="number of synthetic shape-change scenes to carry (anatomy-free samples, made once)")
+    p.add_argument("--synthetic-share", type=float, default=0.0, help="share of each batch from the synthetic scenes")
+    p.add_argument("--invert", type=float, default=0.0,
+                   help="probability of negating a sample's frame intensities (polarity-free training)")
     p.add_argument("--validate-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
@@ -33,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = RefinerTrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                              seed=args.seed, image_share=args.image_share, validate_every=args.validate_every,
                              threads=args.threads, exclude_labels=tuple(args.exclude_labels),
-                             acdc=not args.no_acdc)
+                             acdc=not args.no_acdc, synthetic=args.synthetic,
+                             synthetic_share=args.synthetic_share, invert=args.invert)
     summary = train_refiner(cfg, resume=not args.no_resume)
     best = summary["best"]
     print(f"best val Dice {best['dice']:.4f} (carried {best.get('carried', float('nan')):.4f}) at step "

@@ -32,6 +32,7 @@ from cineprop.model import FewShotSegmenter, SupportEncoding
 from cineprop.propagation import Propagation
 from cineprop.roi import Roi
 from cineprop.shots import TEMPORAL_SCALE, shot_weight, useful_shots
+from cineprop.support import nearest_first
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,7 @@ def plan_item(slot: int, painted: Sequence[int], frame_idx: int, num_frames: int
     (``SessionConfig.support_weight_floor``, ``shot_cutoff``).
     """
     candidates = [f for f in painted if not (exclude_self and f == frame_idx)]
-    nearest_first = sorted(candidates, key=lambda f: (abs(f - frame_idx), f))
-    chosen = useful_shots(frame_idx, nearest_first, max_shots, temporal_scale, floor, cutoff)
+    chosen = useful_shots(frame_idx, nearest_first(candidates, frame_idx), max_shots, temporal_scale, floor, cutoff)
     supports = tuple((int(f), shot_weight(f - frame_idx, temporal_scale, floor)) for f in chosen)
     if chosen and chosen[0] == frame_idx:
         return Item(slot, frame_idx, supports)

@@ -10,6 +10,9 @@ mask on the same crop (``R×R`` bool):
   re-contrasted copy is the painted frame, the image itself the query; the carrier registers them
   as it would two frames of a cine. Smooth motion where the carrier is nearly right: the refiner
   must learn to leave a good carried mask alone.
+* :func:`synthetic_samples`: anatomy-free random scenes whose object changes size and outline
+  between the painted frame and the query (:mod:`cineprop.training.synthetic_shapes`), carried the
+  same way: the generic rule, for structures none of the labelled sets shows.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cineprop.flow import FlowField
 from cineprop.refine import refine_roi, refiner_input
 from cineprop.session_config import SessionConfig
 from cineprop.training.augment import deform
+from cineprop.training.synthetic_shapes import shape_change_pair
 
 #: the carrier of the session's default
 FLOW_METHOD = SessionConfig.flow_method
@@ -31,13 +35,16 @@ DROPOUT = 0.15
 
 def _sample(field: FlowField, mask: np.ndarray, painted: int, i: int, truth: np.ndarray,
             resolution: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """One ``(input 3×R×R float16, truth R×R bool)``; ``None`` when the carried mask is empty."""
+    """One ``(input 3×R×R float16, truth R×R bool)``; ``None`` when the carried mask is empty or the
+    input does not fit float16."""
     carried = anchored_carry(field, mask, painted, i)
     roi = refine_roi(carried)
     if roi is None:
         return None
-    x = refiner_input(field.frame(i), field.moved(painted, i), carried, roi, resolution)
-    return x.astype(np.float16), roi.crop(truth.astype(np.float32), resolution, nearest=True) > 0.5
+    x = refiner_input(field.frame(i), field.moved(painted, i), carried, roi, resolution).astype(np.float16)
+    if not np.isfinite(x).all():            # a flat query crop: the moved frame overflows float16
+        return None
+    return x, roi.crop(truth.astype(np.float32), resolution, nearest=True) > 0.5
 
 
 def cine_samples(frames: np.ndarray, labels: np.ndarray, resolution: int,
@@ -76,6 +83,19 @@ def image_samples(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
             query = np.clip(float(rng.uniform(0.15, 0.5)) * image + noise, 0, 1)
         field = FlowField(np.stack([moved, query], axis=-1), FLOW_METHOD)
         sample = _sample(field, moved_mask.astype(np.float32), 0, 1, mask, resolution)
+        if sample is not None:
+            out.append(sample)
+    return out
+
+
+def synthetic_samples(rng: np.random.Generator, count: int, resolution: int, size: int = 128,
+                      progress: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Samples of ``count`` random shape-change scenes (``size``², :func:`shape_change_pair`)."""
+    out = []
+    for _ in tqdm(range(count), desc="refiner samples: synthetic", disable=not progress, leave=False):
+        painted, painted_mask, query, query_mask = shape_change_pair(rng, size)
+        field = FlowField(np.stack([painted, query], axis=-1), FLOW_METHOD)
+        sample = _sample(field, painted_mask.astype(np.float32), 0, 1, query_mask, resolution)
         if sample is not None:
             out.append(sample)
     return out

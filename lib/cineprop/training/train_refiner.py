@@ -2,8 +2,11 @@
 
 Samples (:mod:`cineprop.training.refine_data`) are made once and kept in ``OUT/samples.npz``: ACDC
 ``train`` cines carried by the session's carrier, and the 2D sets' ``train`` images carried across
-a random deformation. Batches draw a fixed share from each (``image_share``), flipped and rotated
-by multiples of 90° (the three channels and the truth together). Loss: binary cross-entropy plus
+a random deformation; with ``synthetic`` > 0 also anatomy-free shape-change scenes
+(:mod:`cineprop.training.synthetic_shapes`, cached in ``OUT/synthetic.npz``). Batches draw a share
+from each source (``image_share``, ``synthetic_share``, the rest ACDC), flipped and rotated by
+multiples of 90° (the three channels and the truth together), with probability ``invert`` the
+frames' intensities negated. Loss: binary cross-entropy plus
 soft Dice on the refined mask. Validation: ACDC ``val`` cines made the same way, scored by the mean
 Dice of the refined mask and of the carried mask on the same crops (the refiner must beat the
 carrier there); the best step is kept as ``best.pt``. Resumable from ``last.pt``.
@@ -27,7 +30,7 @@ from cineprop.io.atomic import atomic_write_text
 from cineprop.model.refiner import CarrierRefiner, RefinerConfig
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
 from cineprop.training.optim import optimiser_step, warmup_cosine
-from cineprop.training.refine_data import build_samples
+from cineprop.training.refine_data import build_samples, stack, synthetic_samples
 
 
 @dataclass
@@ -47,10 +50,30 @@ class RefinerTrainConfig:
     resolution: int = 64
     exclude_labels: tuple[int, ...] = ()
     acdc: bool = True
+    synthetic: int = 0
+    synthetic_share: float = 0.0
+    invert: float = 0.0
 
 
 def _samples(cfg: RefinerTrainConfig, progress: bool) -> dict[str, np.ndarray]:
-    """Train and val samples, made once and cached in ``OUT/samples.npz``."""
+    """Train and val samples, made once and cached in ``OUT/samples.npz`` (the synthetic ones in
+    ``OUT/synthetic.npz``)."""
+    out = _real_samples(cfg, progress)
+    cache = Path(cfg.out) / "synthetic.npz"
+    if cfg.synthetic and cache.exists():
+        with np.load(cache) as data:
+            out.update(data)
+    elif cfg.synthetic:
+        rng = np.random.default_rng(cfg.seed + 1)
+        synth = dict(zip(("synth_x", "synth_y"),
+                         stack(synthetic_samples(rng, cfg.synthetic, cfg.resolution, progress=progress))))
+        np.savez(cache, **synth)
+        out.update(synth)
+    return out
+
+
+def _real_samples(cfg: RefinerTrainConfig, progress: bool) -> dict[str, np.ndarray]:
+    """ACDC and 2D-set samples (train) and ACDC ``val`` samples, cached in ``OUT/samples.npz``."""
     cache = Path(cfg.out) / "samples.npz"
     if cache.exists():
         with np.load(cache) as data:
@@ -72,8 +95,12 @@ def _samples(cfg: RefinerTrainConfig, progress: bool) -> dict[str, np.ndarray]:
     return out
 
 
-def _augment(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The same flip and 90° rotation of ``x`` (``3×R×R``) and ``y`` (``R×R``)."""
+def _augment(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, invert: float = 0.0
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The same flip and 90° rotation of ``x`` (``3×R×R``) and ``y`` (``R×R``); with probability
+    ``invert`` both frames' intensities are negated (a cavity bright in MRI is dark in ultrasound)."""
+    if invert and rng.random() < invert:
+        x = np.concatenate([-x[:2], x[2:]])
     k = int(rng.integers(4))
     x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
     if rng.random() < 0.5:
@@ -81,13 +108,26 @@ def _augment(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> tuple[np
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
+def _source_counts(rng: np.random.Generator, samples: dict[str, np.ndarray], cfg: RefinerTrainConfig
+                   ) -> dict[str, int]:
+    """How many samples of the batch each source gives: ``image_share`` from the 2D sets,
+    ``synthetic_share`` synthetic, the rest ACDC; a source without samples gives its share to the others."""
+    shares = {"synth": cfg.synthetic_share, "image": cfg.image_share}
+    shares["cine"] = max(0.0, 1.0 - sum(shares.values()))
+    shares = {k: v for k, v in shares.items() if v > 0 and len(samples.get(f"{k}_x", ()))}
+    if not shares:
+        raise ValueError("train-refiner: no training samples (no ACDC, 2D or synthetic crops)")
+    kinds = list(shares)
+    counts = rng.multinomial(cfg.batch, np.array([shares[k] for k in kinds]) / sum(shares.values()))
+    return dict(zip(kinds, (int(c) for c in counts)))
+
+
 def _batch(rng: np.random.Generator, samples: dict[str, np.ndarray], cfg: RefinerTrainConfig
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    n_image = int(rng.binomial(cfg.batch, cfg.image_share)) if len(samples["image_x"]) else 0
-    n_image = n_image if len(samples["cine_x"]) else cfg.batch       # no ACDC crops: every sample from the images
-    picks = [("cine", int(j)) for j in rng.integers(len(samples["cine_x"]), size=cfg.batch - n_image)]
-    picks += [("image", int(j)) for j in rng.integers(max(len(samples["image_x"]), 1), size=n_image)]
-    pairs = [_augment(rng, samples[f"{kind}_x"][j].astype(np.float32), samples[f"{kind}_y"][j]) for kind, j in picks]
+    picks = [(kind, int(j)) for kind, n in _source_counts(rng, samples, cfg).items()
+             for j in rng.integers(len(samples[f"{kind}_x"]), size=n)]
+    pairs = [_augment(rng, samples[f"{kind}_x"][j].astype(np.float32), samples[f"{kind}_y"][j], cfg.invert)
+             for kind, j in picks]
     x = torch.from_numpy(np.stack([p[0] for p in pairs]))
     y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32))[:, None]
     return x, y

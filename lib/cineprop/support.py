@@ -190,17 +190,19 @@ def labels_from_probabilities(probabilities: Mapping[int, np.ndarray], threshold
     return out
 
 
+def _distance_to(t: int):
+    """Sort key of a frame by its distance to ``t`` (ties: the earlier frame first)."""
+    return lambda f: (abs(f - t), f)
+
+
 def nearest_first(frames: Sequence[int], t: int) -> list[int]:
     """``frames`` ordered by distance to ``t``, nearest first (ties: the earlier frame first)."""
-    return sorted(frames, key=lambda f: (abs(f - t), f))
+    return sorted(frames, key=_distance_to(t))
 
 
 def nearest(frames: Sequence[int], t: int) -> int:
     """The frame of ``frames`` nearest to ``t`` (ties go to the earlier frame)."""
-    order = nearest_first(frames, t)
-    if not order:
-        raise ValueError("nearest: no frames to choose from")
-    return order[0]
+    return min(frames, key=_distance_to(t))
 
 
 def neighbours(frames: Sequence[int], t: int) -> tuple[int | None, int | None]:

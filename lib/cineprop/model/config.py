@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, TypeVar
+
+C = TypeVar("C", bound="SavedConfig")
+
+
+class SavedConfig:
+    """What a configuration dataclass saved in checkpoints shares: ``to_dict`` and ``from_dict``
+    (JSON-like data back to the dataclass: unknown names ignored, lists back to tuples)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(SavedConfig):
     """Architecture hyper-parameters.
 
     Attributes:
@@ -27,12 +43,3 @@ class ModelConfig:
     decoder: tuple[int, int, int] = (64, 48, 32)
     tau_window: int = 2
     extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        return cls(**kwargs)

@@ -16,11 +16,13 @@ refiner returns the carried mask unchanged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from cineprop.model.config import SavedConfig
 
 #: input channels: query frame, moved painted frame, carried probability
 CHANNELS = 3
@@ -29,7 +31,7 @@ EPS = 0.02
 
 
 @dataclass(frozen=True)
-class RefinerConfig:
+class RefinerConfig(SavedConfig):
     """Architecture of :class:`CarrierRefiner` (saved in its checkpoint).
 
     Attributes:
@@ -39,14 +41,6 @@ class RefinerConfig:
 
     resolution: int = 64
     widths: tuple[int, int, int, int] = (16, 32, 48, 64)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RefinerConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

@@ -11,10 +11,11 @@ The paper's objective is the first three terms; ``L_s`` (supervision on the pain
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from cineprop.errors import CinepropError
+from cineprop.model.config import SavedConfig
 from cineprop.options import replace_from_strings
 
 #: Parameter groups of the relearned model (a frozen backbone lets its features be cached).
@@ -22,7 +23,7 @@ GROUPS = ("tau", "fusion", "head", "backbone")
 
 
 @dataclass(frozen=True)
-class RelearnConfig:
+class RelearnConfig(SavedConfig):
     """Loss weights, what trains, and the optimisation schedule.
 
     Attributes:
@@ -110,14 +111,6 @@ class RelearnConfig:
     def fused_frozen(self) -> bool:
         """Whether everything below the TAU is frozen (fused features can then be cached)."""
         return self.backbone_frozen and "fusion" not in self.train
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RelearnConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
 
     def with_options(self, options: Mapping[str, Any]) -> "RelearnConfig":
         """A copy with ``options`` applied; string values (from a command line) are converted

@@ -14,22 +14,17 @@ carrier there); the best step is kept as ``best.pt``. Resumable from ``last.pt``
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
-from cineprop.checkpoints import read_checkpoint, save_checkpoint
-from cineprop.io.atomic import atomic_write_text
 from cineprop.model.refiner import CarrierRefiner, RefinerConfig
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
-from cineprop.training.optim import optimiser_step, warmup_cosine
+from cineprop.training.crop_loop import CropTask, fit
 from cineprop.training.refine_data import build_samples, stack, synthetic_samples
 
 
@@ -157,49 +152,16 @@ def validate(model: CarrierRefiner, x: np.ndarray, y: np.ndarray, chunk: int = 2
 
 
 def train_refiner(cfg: RefinerTrainConfig, resume: bool = True, progress: bool = True) -> dict:
-    """Train (or resume) and return the best validation record."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Train (or resume) and return the best validation record (the loop: :func:`crop_loop.fit`)."""
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     samples = _samples(cfg, progress)
-    rng = np.random.default_rng(cfg.seed)
     model = CarrierRefiner(RefinerConfig(resolution=cfg.resolution))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    step, history, best = 0, [], {"dice": -1.0, "step": -1}
-    if resume and (out / "last.pt").exists():
-        payload = read_checkpoint(out / "last.pt")
-        model.load_state_dict(payload["state_dict"])
-        extra = payload["extra_state"]
-        optimiser.load_state_dict(extra["optimiser"])
-        step, history, best = extra["step"], extra["history"], extra["best"]
-        rng.bit_generator.state = extra["rng"]
+    task = CropTask(
+        kind="refiner", batch=lambda rng: _batch(rng, samples, cfg), loss=refine_loss,
+        validate=lambda m: validate(m, samples["val_x"], samples["val_y"]),
+        best=lambda val, step: {"dice": val["refined"], "carried": val["carried"], "step": step}, score="dice",
+        describe=lambda val: f"val Dice refined {val['refined']:.4f} carried {val['carried']:.4f}")
     meta = {"recipe": asdict(cfg), "samples": {k: int(len(v)) for k, v in samples.items() if k.endswith("_x")}}
-    bar = tqdm(total=cfg.steps, initial=step, desc="train-refiner", disable=not progress, dynamic_ncols=True)
-    start, running = time.time(), None
-    while step < cfg.steps:
-        model.train()
-        for group in optimiser.param_groups:
-            group["lr"] = warmup_cosine(step, cfg.lr, cfg.steps, cfg.warmup)
-        x, y = _batch(rng, samples, cfg)
-        loss = refine_loss(model(x), y)
-        optimiser_step(optimiser, loss, model.parameters())
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.3f}", best=f"{best['dice']:.3f}")
-        if step % cfg.validate_every == 0 or step == cfg.steps:
-            val = validate(model, samples["val_x"], samples["val_y"])
-            history.append({"step": step, "loss": running, "val": val, "minutes": (time.time() - start) / 60})
-            meta_now = dict(meta, step=step, val=val)
-            if val["refined"] > best["dice"]:
-                best = {"dice": val["refined"], "carried": val["carried"], "step": step}
-                save_checkpoint(out / "best.pt", model, "refiner", dict(meta_now, best=best))
-            save_checkpoint(out / "last.pt", model, "refiner", meta_now, extra_state={
-                "optimiser": optimiser.state_dict(), "step": step, "history": history, "best": best,
-                "rng": rng.bit_generator.state})
-            atomic_write_text(out / "history.json", json.dumps(history, indent=1))
-            bar.write(f"step {step}: loss {running:.4f}  val Dice refined {val['refined']:.4f} "
-                      f"carried {val['carried']:.4f}")
-    bar.close()
-    return {"best": best, "out": str(out), "steps": step}
+    return fit(model, task, cfg, meta, resume, progress)

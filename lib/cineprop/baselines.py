@@ -69,13 +69,16 @@ class WarpPropagator:
     name = "warp"
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = REFINE_BELOW):
+                 refine_below: float = REFINE_BELOW, absent_above: float = 1.0, presence: str | None = None):
         """Args: field: a precomputed field of the same cine (a session reuses its own);
         anchor: carry by anchored carrying (:meth:`cineprop.flow.Field.anchored`) instead of
         warping the previous frame's carried mask; refine: correct each carried mask with the
         carrier refiner (:class:`cineprop.refine.Refiner`, checkpoint ``refiner``, ``None``: bundled),
         which needs ``anchor`` (it compares the query frame with the painted frame moved by the
-        anchored displacement), on frames whose registration match is below ``refine_below``."""
+        anchored displacement), on frames whose registration match is below ``refine_below``;
+        absent_above: empty the carried mask on query frames where the presence check
+        (:class:`cineprop.refine.Presence`, checkpoint ``presence``, ``None``: bundled) says the
+        structure is absent with a probability above this (1: never); needs ``anchor``."""
         self._field = field
         self.anchor = bool(anchor)
         if refine and not self.anchor:
@@ -87,10 +90,20 @@ class WarpPropagator:
 
             self.refiner = Refiner.load(refiner)
         self.refine_below = float(refine_below)
+        self.absent_above = float(absent_above)
+        self.presence = None
+        if self.absent_above < 1.0:
+            from cineprop.refine import Presence
+
+            if not self.anchor:
+                raise CinepropError(f"{self.name}: absent_above < 1 needs anchor=true (the presence check compares "
+                                    "each frame with the painted frame moved by the anchored displacement)")
+            self.presence = Presence.load(presence)
         # with a given field (a session's): carried masks by (painted frame, mask hash, frame), so a
         # re-propagation warps again only the chains of new or changed paint
         self._carried: dict[tuple[int, int, int], np.ndarray] = {}
         self._kept_matches: dict[tuple[int, int, int], float] = {}     # (painted frame, frame, band hash)
+        self._kept_absent: dict[tuple[int, int, int], float] = {}      # (painted frame, frame, mask hash)
 
     def field(self, frames: np.ndarray):
         """The cine's field object (``step(t, s)`` → ``H×W×2`` displacement; see :mod:`cineprop.flow`)."""
@@ -126,6 +139,8 @@ class WarpPropagator:
                     confidence[slot, i] = certainty(prob[:, :, i])
             probabilities[label] = prob
         details = {"match": self._matches(field, support, probabilities)} if self.anchor else {}
+        if self.presence is not None:
+            details["absent"] = self._drop_absent(field, support, probabilities)
         return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start, details)
 
     def _matches(self, field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -146,6 +161,26 @@ class WarpPropagator:
                 match[i] = kept[key]
             out[label] = match
         self._kept_matches = kept if self._field is not None else {}
+        return out
+
+    def _drop_absent(self, field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, list[int]]:
+        """Empty, in place, each label's mask on the query frames the presence check says its structure
+        left (absent probability above ``absent_above``, judged against the nearest painted frame); return
+        those frames by label. Their confidence stays that of the mask they had (the session's
+        network–carrier agreement then flags them for review). Probabilities are kept, with a given
+        field, by painted frame, frame and mask, so re-propagation judges only frames that changed."""
+        out, kept = {}, {}
+        for label in support.labels:
+            frames, prob = support.frames_of(label), probabilities[label]
+            keys = {i: (nearest(frames, i), i, hash(prob[:, :, i].tobytes()))
+                    for i in range(prob.shape[2]) if i not in support.masks[label]}
+            todo = [key for key in keys.values() if key not in self._kept_absent and key not in kept]
+            crops = [(field.frame(i), field.moved(painted, i), prob[:, :, i]) for painted, i, _ in todo]
+            kept.update(zip(todo, self.presence.absent_probabilities(crops)))
+            kept.update({key: self._kept_absent[key] for key in keys.values() if key in self._kept_absent})
+            out[label] = [i for i, key in keys.items() if kept[key] > self.absent_above]
+            prob[:, :, out[label]] = 0.0
+        self._kept_absent = kept if self._field is not None else {}
         return out
 
     def _refined(self, field, painted: int, i: int, carried: np.ndarray) -> np.ndarray:
@@ -254,9 +289,9 @@ class DemonsPropagator(WarpPropagator):
 
     name = "demons"
 
-    def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = REFINE_BELOW, iterations: int = 50):
-        super().__init__(field, anchor, refine, refiner, refine_below)
+    def __init__(self, field=None, iterations: int = 50, **options):
+        """``options``: :class:`WarpPropagator`'s."""
+        super().__init__(field, **options)
         self.iterations = int(iterations)
 
     def make_field(self, frames: np.ndarray):
@@ -270,12 +305,12 @@ class SynPropagator(WarpPropagator):
 
     name = "syn"
 
-    def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = REFINE_BELOW):
+    def __init__(self, field=None, **options):
+        """``options``: :class:`WarpPropagator`'s."""
         from cineprop.registration import require_ants
 
         require_ants(self.name)                         # fail when built, not on the first cine
-        super().__init__(field, anchor, refine, refiner, refine_below)
+        super().__init__(field, **options)
 
     def make_field(self, frames: np.ndarray):
         from cineprop.registration import SynField
@@ -288,12 +323,12 @@ class ElastixPropagator(WarpPropagator):
 
     name = "elastix"
 
-    def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = REFINE_BELOW):
+    def __init__(self, field=None, **options):
+        """``options``: :class:`WarpPropagator`'s."""
         from cineprop.registration import require
 
         require("itk", "itk-elastix", self.name)
-        super().__init__(field, anchor, refine, refiner, refine_below)
+        super().__init__(field, **options)
 
     def make_field(self, frames: np.ndarray):
         from cineprop.registration import ElastixField

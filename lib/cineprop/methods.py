@@ -42,12 +42,18 @@ class CarrierOptions:
         refiner: the refiner checkpoint (``cineprop train-refiner``); ``None``: the bundled one.
         refine_below: refine only frames whose registration match with the painted frame is below
             this (1: every frame).
+        absent_above: empty the carried mask on query frames where the presence check says the
+            structure left the frame with a probability above this (1, the peers as a Slicer user has
+            them: never); needs ``anchor``.
+        presence: the presence checkpoint (``cineprop train-presence``); ``None``: the bundled one.
     """
 
     anchor: bool = False
     refine: bool = False
     refiner: str | None = None
     refine_below: float = REFINE_BELOW
+    absent_above: float = 1.0
+    presence: str | None = None
 
 
 @dataclass(frozen=True)

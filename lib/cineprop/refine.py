@@ -11,6 +11,11 @@ a carried mask with no pixel above 0.5 is returned as it is (nothing to refine a
 by ``cineprop train-refiner``: docs/model-card.md) and refines one carried mask given its query
 frame and the painted frame moved onto it: ``refine_crop(query, moved, carried)``; the carriers
 call it (:class:`cineprop.baselines.WarpPropagator`) on the frames registration does not explain.
+
+:class:`Presence` loads a ``presence`` checkpoint (the bundled ``weights/cineprop_presence.pt``,
+trained by ``cineprop train-presence`` on the refiner's samples) and says, from the same input, how
+likely the painted structure has left the query frame (:mod:`cineprop.model.presence`):
+``absent_probabilities([(query, moved, carried), ...])``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from cineprop.roi import Roi, bounding_box, roi_around
 
 #: The bundled refiner checkpoint.
 BUNDLED_REFINER = Path(__file__).resolve().parent / "weights" / "cineprop_refiner.pt"
+#: The bundled presence checkpoint.
+BUNDLED_PRESENCE = Path(__file__).resolve().parent / "weights" / "cineprop_presence.pt"
 MARGIN = 0.5
 MIN_SIDE = 32.0
 
@@ -58,25 +65,7 @@ class Refiner:
     def load(cls, path: str | os.PathLike | None = None) -> "Refiner":
         """Load a ``refiner`` checkpoint (``None``: the bundled one); loaded once per file version and
         shared (inference only, so sessions and threads may share it)."""
-        p = Path(path) if path is not None else BUNDLED_REFINER
-        if not p.exists():
-            raise CheckpointError(where(p, "refiner checkpoint not found"))
-        return _load(str(p.resolve()), p.stat().st_mtime_ns)
-
-    @classmethod
-    def _from_file(cls, p: Path) -> "Refiner":
-        from cineprop.checkpoints import read_checkpoint
-        from cineprop.model.refiner import CarrierRefiner, RefinerConfig
-
-        payload = read_checkpoint(p)
-        if payload.get("kind") != "refiner":
-            raise CheckpointError(where(p, f"a {payload.get('kind')!r} checkpoint, not a carrier refiner"))
-        model = CarrierRefiner(RefinerConfig.from_dict(payload["config"]))
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-        if missing or unexpected:
-            raise CheckpointError(where(p, f"weights do not match the refiner: missing {missing[:3]}, "
-                                           f"unexpected {unexpected[:3]}"))
-        return cls(model, payload.get("meta"))
+        return cls(*_load(_existing(path, BUNDLED_REFINER, "refiner")))
 
     @torch.no_grad()
     def refine_crop(self, query: np.ndarray, moved: np.ndarray, carried: np.ndarray) -> np.ndarray:
@@ -94,7 +83,62 @@ class Refiner:
         return out
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: str, mtime_ns: int) -> Refiner:
-    """:meth:`Refiner._from_file`, once per (file, modification time)."""
-    return Refiner._from_file(Path(path))
+class Presence:
+    """A trained :class:`~cineprop.model.presence.PresenceNet` applied to carried masks (CPU, eval)."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict | None = None):
+        self.model = model.eval()
+        self.resolution = model.config.resolution
+        self.meta = meta or {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> "Presence":
+        """Load a ``presence`` checkpoint (``None``: the bundled one), once per file version (shared)."""
+        return cls(*_load(_existing(path, BUNDLED_PRESENCE, "presence check"), "presence"))
+
+    @torch.no_grad()
+    def absent_probabilities(self, crops: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """For each ``(query, moved, carried)`` (``H×W``; ``moved``: the painted frame moved onto the
+        query), how likely the structure carried as ``carried`` is absent from ``query``; 0 for an
+        empty carried mask (nothing to judge). One forward pass for all."""
+        out = np.zeros(len(crops), np.float32)
+        inputs = {}
+        for n, (query, moved, carried) in enumerate(crops):
+            roi = refine_roi(carried)
+            if roi is not None:
+                inputs[n] = refiner_input(query, moved, carried, roi, self.resolution)
+        if inputs:
+            x = torch.from_numpy(np.stack(list(inputs.values())))
+            out[list(inputs)] = torch.sigmoid(self.model(x)).numpy()
+        return out
+
+
+def _existing(path: str | os.PathLike | None, bundled: Path, what: str) -> Path:
+    p = Path(path) if path is not None else bundled
+    if not p.exists():
+        raise CheckpointError(where(p, f"{what} checkpoint not found"))
+    return p
+
+
+def _load(p: Path, kind: str = "refiner") -> tuple[torch.nn.Module, dict]:
+    """The model and meta of a ``kind`` checkpoint, read once per (file, modification time)."""
+    return _read(str(p.resolve()), p.stat().st_mtime_ns, kind)
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str, mtime_ns: int, kind: str) -> tuple[torch.nn.Module, dict]:
+    from cineprop.checkpoints import read_checkpoint
+    from cineprop.model.presence import PresenceConfig, PresenceNet
+    from cineprop.model.refiner import CarrierRefiner, RefinerConfig
+
+    model_cls, config_cls, what = {"refiner": (CarrierRefiner, RefinerConfig, "carrier refiner"),
+                                   "presence": (PresenceNet, PresenceConfig, "presence check")}[kind]
+    payload = read_checkpoint(path)
+    if payload.get("kind") != kind:
+        raise CheckpointError(where(path, f"a {payload.get('kind')!r} checkpoint, not a {what}"))
+    model = model_cls(config_cls.from_dict(payload["config"]))
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(where(path, f"weights do not match the {what}: missing {missing[:3]}, "
+                                          f"unexpected {unexpected[:3]}"))
+    return model.eval(), payload.get("meta") or {}

@@ -55,6 +55,16 @@ class SessionConfig:
             (registration-guided refinement, :mod:`cineprop.refine`); needs ``anchor_carrier``.
         refiner: the refiner checkpoint for ``refine_carrier`` (``None``: the bundled one).
         refine_below: refine only frames whose registration match is below this (1: every frame).
+        absent_above: the carrier empties a query frame's mask where the presence check says the
+            structure left the frame with a probability above this (1: never;
+            :mod:`cineprop.model.presence`). Chosen like ``flow_weight``, by the smallest gain across
+            the two tuning sets (``tools/tune_presence.py``): emptying above 0.3 / 0.4 / 0.5 / 0.6 /
+            0.7 / 0.8 raised the mean Dice over the scored query label-frames of 20 ACDC val cines
+            (first frame) by 0.025 / 0.029 / 0.028 / 0.022 / 0.020 / 0.016, and on the smooth-motion
+            tuning set (no structure leaves) emptied 5 / 3 / 2 / 1 / 0 / 0 of 1888 label-frames
+            (−0.0014 … 0); 0.7 is the lowest that empties none there (docs/benchmarks.md,
+            "Structures that leave the frame").
+        presence: the presence checkpoint for ``absent_above`` (``None``: the bundled one).
     """
 
     memory: bool = True
@@ -76,6 +86,8 @@ class SessionConfig:
     refine_carrier: bool = False
     refiner: str | None = None
     refine_below: float = REFINE_BELOW
+    absent_above: float = 0.7
+    presence: str | None = None
 
     def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":
         """A copy with ``options`` applied, strings (``"0.3"``, ``"false"``) converted (:mod:`cineprop.options`)."""

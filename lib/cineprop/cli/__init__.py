@@ -16,7 +16,8 @@ from typing import Sequence
 from cineprop.errors import CinepropError
 
 #: Verb modules under ``cineprop.cli``, in the order ``--help`` lists them.
-VERBS = ["predict", "evaluate", "simulate", "bench", "batch", "convert", "train-image", "train-refiner", "finetune", "relearn"]
+VERBS = ["predict", "evaluate", "simulate", "bench", "batch", "convert", "train-image", "train-refiner", "train-presence",
+         "finetune", "relearn"]
 
 
 def build_parser() -> argparse.ArgumentParser:

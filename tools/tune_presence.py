@@ -1,0 +1,92 @@
+"""Choose the session's ``absent_above`` on the tuning sets: the default method runs once per cine with
+the presence check off, the check judges every query label-frame, and thresholds are applied offline.
+
+    python tools/tune_presence.py --cases DIR [--split-file CSV] [--split val|all] [--presence PT]
+                                  [--support first] [--thresholds 0.3 0.4 0.5 0.6 0.7 0.8 0.9]
+
+``--cases``: a folder of ``ID.nii.gz`` + ``ID_label.nii.gz`` (ACDC ``sequences`` with its
+``splits.csv``, or the smooth-motion tuning set of ``tools/make_smooth_set.py --tuning``; ``--split
+all``: every cine). The session blends an emptied carried mask 0.9 : 0.1 with the network, so the
+frame's mask is empty: where the structure is absent from the truth the frame is then no longer
+scored (``cineprop.metrics.score_label`` scores a frame only if the prediction or the truth has the
+label), where it is present it scores 0. Per threshold: how many label-frames are emptied (absent /
+present in the truth) and the mean Dice over the scored label-frames (as ``tools/absent_frames.py``
+averages it), against the default without the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from cineprop.baselines import DisPropagator
+from cineprop.evaluate import find_cases
+from cineprop.io import load_labelled_cine
+from cineprop.methods import build_propagator
+from cineprop.metrics import dice
+from cineprop.refine import Presence
+from cineprop.support import nearest, query_frames, select_support
+
+THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def judge(cases, support: str, presence: Presence) -> list[tuple[float, bool, bool, float]]:
+    """Per query label-frame: ``(absent probability, structure absent in the truth, the default without
+    the check predicts it, that prediction's Dice)``."""
+    model = build_propagator("model", options={"absent_above": "1"})
+    rows = []
+    for case in cases:
+        for cine, truth in load_labelled_cine(case.image, case.label)[1]:
+            chosen = select_support(truth, support, 1)
+            default = model.propagate(cine, chosen)
+            field = DisPropagator().make_field(cine.frames)
+            carried = DisPropagator(field, anchor=True).propagate(cine, chosen)
+            for label in chosen.labels:
+                frames, queries = chosen.frames_of(label), query_frames(chosen, label)
+                crops = [(field.frame(i), field.moved(nearest(frames, i), i), carried.probabilities[label][:, :, i])
+                         for i in queries]
+                for i, p in zip(queries, presence.absent_probabilities(crops)):
+                    gone, pred = truth[:, :, i] == label, default.labels[:, :, i] == label
+                    rows.append((float(p), not gone.any(), bool(pred.any()), dice(pred, gone)))
+        print(f"{case.id}: {len(rows)} label-frames", flush=True)
+    return rows
+
+
+def scored_mean(absent: np.ndarray, predicted: np.ndarray, dice_: np.ndarray) -> float:
+    """Mean Dice over the label-frames :func:`cineprop.metrics.score_label` scores (label in the
+    prediction or the truth)."""
+    scored = predicted | ~absent
+    return float(dice_[scored].mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", required=True)
+    parser.add_argument("--split-file", default=None, help="default: CASES/../splits.csv, else CASES/splits.csv")
+    parser.add_argument("--split", default="val", help="a split of the CSV, or 'all'")
+    parser.add_argument("--presence", default=None, help="presence checkpoint (default: the bundled one)")
+    parser.add_argument("--support", default="first", choices=["first", "middle"])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cases = find_cases(args.cases, args.split_file, None if args.split == "all" else args.split)
+    rows = judge(cases, args.support, Presence.load(args.presence))
+    p, absent, predicted, before = (np.array(c) for c in zip(*rows))
+    base = scored_mean(absent, predicted, before)
+    print(f"\n{len(rows)} query label-frames, {int(absent.sum())} with the structure absent; mean Dice of the "
+          f"default without the check over the scored ones {base:.4f}\n")
+    print("| absent_above | emptied | of them absent | present (their Dice) | mean Dice | change |")
+    print("|---|---|---|---|---|---|")
+    for t in args.thresholds:
+        on = p > t
+        mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
+        lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
+        print(f"| {t:g} | {int(on.sum())} | {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) "
+              f"| {mean:.4f} | {mean - base:+.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

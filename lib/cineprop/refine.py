@@ -53,13 +53,17 @@ def refiner_input(query: np.ndarray, moved: np.ndarray, carried: np.ndarray, roi
     return np.stack([(q - mean) / spread, (m - mean) / spread, np.clip(roi.crop(carried, resolution), 0, 1)])
 
 
-class Refiner:
-    """A trained :class:`~cineprop.model.refiner.CarrierRefiner` applied to carried masks (CPU, eval)."""
+class _CropModel:
+    """A trained crop model (input: :func:`refiner_input`) with its checkpoint's ``meta`` (CPU, eval)."""
 
     def __init__(self, model: torch.nn.Module, meta: dict | None = None):
         self.model = model.eval()
         self.resolution = model.config.resolution
         self.meta = meta or {}
+
+
+class Refiner(_CropModel):
+    """A trained :class:`~cineprop.model.refiner.CarrierRefiner` applied to carried masks."""
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Refiner":
@@ -83,13 +87,8 @@ class Refiner:
         return out
 
 
-class Presence:
-    """A trained :class:`~cineprop.model.presence.PresenceNet` applied to carried masks (CPU, eval)."""
-
-    def __init__(self, model: torch.nn.Module, meta: dict | None = None):
-        self.model = model.eval()
-        self.resolution = model.config.resolution
-        self.meta = meta or {}
+class Presence(_CropModel):
+    """A trained :class:`~cineprop.model.presence.PresenceNet` applied to carried masks."""
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Presence":

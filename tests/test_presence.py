@@ -167,3 +167,24 @@ def test_bundled_presence_check_on_the_sample_cines(sample_dir):
     gone, kept = np.array(scores[True]), np.array(scores[False])
     assert len(gone) >= 6 and gone.mean() > 3 * kept.mean(), (gone.mean(), kept.mean())
     assert np.mean(gone[:, None] > kept[None, :]) > 0.75         # it ranks absent above present
+
+
+def test_vanishing_scenes_give_absent_targets_and_train_with_the_real_crops(tmp_path):
+    """``vanish`` 1: every synthetic query lacks the object, so every such sample's target is
+    "absent"; such scenes join a presence run from OUT/synthetic.npz (not the samples folder)."""
+    from cineprop.training.refine_data import synthetic_samples
+    from cineprop.training.synthetic_shapes import shape_change_pair
+
+    kept = shape_change_pair(np.random.default_rng(4), 96, vanish=0.0)
+    gone = shape_change_pair(np.random.default_rng(4), 96, vanish=1.0)
+    assert kept[3].sum() > 30 and not gone[3].any()
+    samples = synthetic_samples(np.random.default_rng(1), 3, 32, size=96, progress=False, vanish=1.0)
+    assert samples and all(absent_targets(y[None])[0] == 1.0 for _, y in samples)
+    x, y = _samples(48, 5)
+    np.savez(tmp_path / "samples.npz", cine_x=x[:40], cine_y=y[:40], image_x=x[40:], image_y=y[40:],
+             val_x=x[:12], val_y=y[:12])
+    cfg = PresenceTrainConfig(out=str(tmp_path), steps=20, batch=8, validate_every=20, threads=1, resolution=32,
+                              synthetic=3, synthetic_share=0.5, vanish=1.0)
+    train_presence(cfg, progress=False)
+    with np.load(tmp_path / "synthetic.npz") as synth:
+        assert len(synth["synth_x"]) >= 1 and not synth["synth_y"].any()

@@ -24,6 +24,10 @@ def add_parser(sub) -> None:
     p.add_argument("--exclude-labels", type=int, nargs="*", default=[],
                    help="ACDC labels never painted in training (with a --samples folder made the same way)")
     p.add_argument("--no-acdc", action="store_true", help="2D image sets only (with a --samples folder made so)")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="anatomy-free scenes to add (made once, cached in OUT/synthetic.npz)")
+    p.add_argument("--synthetic-share", type=float, default=0.0, help="share of each batch from those scenes")
+    p.add_argument("--vanish", type=float, default=0.5, help="share of the scenes whose object left the query")
     p.add_argument("--validate-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = PresenceTrainConfig(data=args.data, out=args.out, samples=args.samples, steps=args.steps, batch=args.batch,
                               lr=args.lr, seed=args.seed, image_share=args.image_share, threshold=args.threshold,
                               validate_every=args.validate_every, threads=args.threads,
-                              exclude_labels=tuple(args.exclude_labels), acdc=not args.no_acdc)
+                              exclude_labels=tuple(args.exclude_labels), acdc=not args.no_acdc,
+                              synthetic=args.synthetic, synthetic_share=args.synthetic_share, vanish=args.vanish)
     best = train_presence(cfg, resume=not args.no_resume)["best"]
     print(f"best val gain {best['gain']:+.4f} at step {best['step']}: {args.out}/best.pt")
     return 0

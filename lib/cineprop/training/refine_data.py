@@ -89,11 +89,12 @@ def image_samples(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
 
 
 def synthetic_samples(rng: np.random.Generator, count: int, resolution: int, size: int = 128,
-                      progress: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Samples of ``count`` random shape-change scenes (``size``², :func:`shape_change_pair`)."""
+                      progress: bool = True, vanish: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Samples of ``count`` random shape-change scenes (``size``², :func:`shape_change_pair`; the object
+    absent from the query with probability ``vanish``)."""
     out = []
     for _ in tqdm(range(count), desc="refiner samples: synthetic", disable=not progress, leave=False):
-        painted, painted_mask, query, query_mask = shape_change_pair(rng, size)
+        painted, painted_mask, query, query_mask = shape_change_pair(rng, size, vanish)
         field = FlowField(np.stack([painted, query], axis=-1), FLOW_METHOD)
         sample = _sample(field, painted_mask.astype(np.float32), 0, 1, query_mask, resolution)
         if sample is not None:

@@ -17,7 +17,9 @@ spirit of domain-randomised training (SynthSeg, SynthMorph):
   field, Gaussian or speckle noise and a gamma, independently per frame.
 
 :func:`shape_change_pair` returns ``(painted frame, painted mask, query frame, query mask)``, all
-``S×S`` (frames float32 in about [0, 1], masks bool).
+``S×S`` (frames float32 in about [0, 1], masks bool). With probability ``vanish`` the object has
+left the query (it is not rendered there and the query mask is empty): the anatomy-free case of a
+structure leaving the frame, for the presence check (:mod:`cineprop.model.presence`).
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ def _render(rng: np.random.Generator, regions: np.ndarray, mask: np.ndarray, lev
     return np.clip(image, 0, 1) ** float(rng.uniform(0.7, 1.4))
 
 
-def shape_change_pair(rng: np.random.Generator, size: int = 128
+def shape_change_pair(rng: np.random.Generator, size: int = 128, vanish: float = 0.0
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(painted frame, painted mask, query frame, query mask)`` of one random scene (module doc)."""
+    """``(painted frame, painted mask, query frame, query mask)`` of one random scene (module doc);
+    with probability ``vanish`` the object is absent from the query."""
     background, obj = _scene(rng, size)
     query_mask = _blob(rng, size, obj["centre"], obj["radii"], obj["angle"], 1.0, obj["ring"])
     painted_mask = _blob(rng, size, obj["centre"], obj["radii"], obj["angle"] + float(rng.normal(0, 0.2)),
@@ -91,6 +94,8 @@ def shape_change_pair(rng: np.random.Generator, size: int = 128
     if abs(levels[-1] - local) < 0.15:                       # the object must differ from what surrounds it
         levels[-1] = np.clip(local + np.sign(rng.random() - 0.5) * rng.uniform(0.15, 0.5), 0, 1)
     texture = 0.15 * _smooth_noise(rng, size, float(rng.uniform(1, 4))) * float(rng.random())
+    if vanish and rng.random() < vanish:                     # the object left the query frame
+        query_mask = np.zeros_like(query_mask)
     query = _render(rng, background, query_mask, levels, texture)
     jitter = levels + rng.normal(0, 0.03, levels.shape).astype(np.float32)
     painted = _render(rng, background, painted_mask, jitter, texture)

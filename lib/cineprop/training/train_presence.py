@@ -4,8 +4,11 @@ Samples are the carrier refiner's (:mod:`cineprop.training.refine_data`, made as
 ``cineprop train-refiner`` makes them and cached in ``SAMPLES/samples.npz``, so one set serves
 both): a painted mask carried onto a query frame, and the truth there. The target is whether the
 truth crop is empty (the structure left the frame: 8 % of the ACDC ``train`` pairs; the 2D sets'
-deformed copies almost never). Batches draw ``image_share`` from the 2D sets and the rest from ACDC,
-flipped and rotated by multiples of 90°. Loss: binary cross-entropy. Validation: ACDC ``val`` pairs;
+deformed copies almost never). With ``synthetic`` > 0, also anatomy-free scenes whose object left
+the query with probability ``vanish`` (:func:`cineprop.training.synthetic_shapes.shape_change_pair`;
+cached in ``OUT/synthetic.npz``, not in the samples folder). Batches draw ``image_share`` from the
+2D sets, ``synthetic_share`` from the scenes and the rest from ACDC, flipped and rotated by
+multiples of 90°. Loss: binary cross-entropy. Validation: ACDC ``val`` pairs;
 emptying the carried mask where the absent probability exceeds ``threshold`` changes the mean
 crop Dice by ``gain`` (+1 for each absent structure caught, minus the carried Dice of each present
 one emptied); the best step is kept as ``best.pt``. Resumable from ``last.pt``.
@@ -46,6 +49,9 @@ class PresenceTrainConfig:
     resolution: int = 64
     exclude_labels: tuple[int, ...] = ()
     acdc: bool = True
+    synthetic: int = 0                  # anatomy-free scenes (cached in OUT/synthetic.npz, made once)
+    synthetic_share: float = 0.0
+    vanish: float = 0.5                 # share of those scenes whose object left the query
 
 
 def absent_targets(y: np.ndarray) -> np.ndarray:
@@ -82,7 +88,8 @@ def _sample_config(cfg: PresenceTrainConfig) -> RefinerTrainConfig:
     """The refiner recipe whose samples this run uses (made in ``cfg.samples`` or ``cfg.out``)."""
     return RefinerTrainConfig(data=cfg.data, out=cfg.samples or cfg.out, seed=cfg.seed, batch=cfg.batch,
                               image_share=cfg.image_share, resolution=cfg.resolution,
-                              exclude_labels=cfg.exclude_labels, acdc=cfg.acdc)
+                              exclude_labels=cfg.exclude_labels, acdc=cfg.acdc, synthetic=cfg.synthetic,
+                              synthetic_share=cfg.synthetic_share, vanish=cfg.vanish)
 
 
 def train_presence(cfg: PresenceTrainConfig, resume: bool = True, progress: bool = True) -> dict:
@@ -92,7 +99,7 @@ def train_presence(cfg: PresenceTrainConfig, resume: bool = True, progress: bool
     torch.manual_seed(cfg.seed)
     sample_cfg = _sample_config(cfg)
     Path(sample_cfg.out).mkdir(parents=True, exist_ok=True)
-    samples = _samples(sample_cfg, progress)
+    samples = _samples(sample_cfg, progress, synthetic_dir=cfg.out)
     model = PresenceNet(PresenceConfig(resolution=cfg.resolution))
     task = CropTask(
         kind="presence", batch=lambda rng: _batch(rng, samples, sample_cfg), loss=F.binary_cross_entropy_with_logits,

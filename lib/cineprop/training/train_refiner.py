@@ -48,20 +48,21 @@ class RefinerTrainConfig:
     synthetic: int = 0
     synthetic_share: float = 0.0
     invert: float = 0.0
+    vanish: float = 0.0
 
 
-def _samples(cfg: RefinerTrainConfig, progress: bool) -> dict[str, np.ndarray]:
+def _samples(cfg: RefinerTrainConfig, progress: bool, synthetic_dir: str | None = None) -> dict[str, np.ndarray]:
     """Train and val samples, made once and cached in ``OUT/samples.npz`` (the synthetic ones in
-    ``OUT/synthetic.npz``)."""
+    ``synthetic_dir/synthetic.npz``, default ``OUT``)."""
     out = _real_samples(cfg, progress)
-    cache = Path(cfg.out) / "synthetic.npz"
+    cache = Path(synthetic_dir or cfg.out) / "synthetic.npz"
     if cfg.synthetic and cache.exists():
         with np.load(cache) as data:
             out.update(data)
     elif cfg.synthetic:
         rng = np.random.default_rng(cfg.seed + 1)
-        synth = dict(zip(("synth_x", "synth_y"),
-                         stack(synthetic_samples(rng, cfg.synthetic, cfg.resolution, progress=progress))))
+        synth = dict(zip(("synth_x", "synth_y"), stack(synthetic_samples(
+            rng, cfg.synthetic, cfg.resolution, progress=progress, vanish=cfg.vanish))))
         np.savez(cache, **synth)
         out.update(synth)
     return out

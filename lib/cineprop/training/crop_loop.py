@@ -23,6 +23,21 @@ from cineprop.io.atomic import atomic_write_text
 from cineprop.training.optim import optimiser_step, warmup_cosine
 
 
+def carried_crops(x: np.ndarray) -> np.ndarray:
+    """``N×R×R`` bool: the carried mask of each input (``N×3×R×R``, channel 2: the carried probability) as
+    the carrier's labels take it (probability ≥ 0.5, :func:`cineprop.support.labels_from_probabilities`;
+    where the anchored carry's two warps disagree it is exactly 0.5)."""
+    return x[:, 2].astype(np.float32) >= 0.5
+
+
+def crop_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``N`` Dice of two ``N×R×R`` bool crop stacks, 1 where both crops are empty (:func:`cineprop.metrics.dice`
+    per crop): how both crop models score their validation crops."""
+    pred, truth = pred.reshape(len(pred), -1), truth.reshape(len(truth), -1)
+    total = pred.sum(axis=1) + truth.sum(axis=1)
+    return np.where(total > 0, 2 * (pred & truth).sum(axis=1) / np.maximum(total, 1), 1.0)
+
+
 @dataclass
 class CropTask:
     """What differs between the crop models.

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from cineprop.model.presence import PresenceConfig, PresenceNet
-from cineprop.training.crop_loop import CropTask, fit
+from cineprop.training.crop_loop import CropTask, carried_crops, crop_dice, fit
 from cineprop.training.train_refiner import RefinerTrainConfig, _samples
 from cineprop.training.train_refiner import _batch as refiner_batch
 
@@ -63,7 +63,7 @@ def _batch(rng: np.random.Generator, samples: dict[str, np.ndarray], cfg: Refine
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The refiner's batch (:func:`train_refiner._batch`), its truth crops turned into absent targets."""
     x, y = refiner_batch(rng, samples, cfg)
-    return x, (y.flatten(1).amax(dim=1) == 0).float()
+    return x, torch.from_numpy(absent_targets(y.numpy() > 0.5))
 
 
 @torch.no_grad()
@@ -74,10 +74,7 @@ def validate(model: PresenceNet, x: np.ndarray, y: np.ndarray, threshold: float,
     p = torch.cat([torch.sigmoid(model(torch.from_numpy(x[i:i + chunk].astype(np.float32))))
                    for i in range(0, len(x), chunk)]).numpy()
     absent = absent_targets(y) > 0.5
-    carried = x[:, 2].astype(np.float32) > 0.5
-    inter = (carried & y).reshape(len(y), -1).sum(axis=1)
-    total = carried.reshape(len(y), -1).sum(axis=1) + y.reshape(len(y), -1).sum(axis=1)
-    dice = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    dice = crop_dice(carried_crops(x), y)
     called = p > threshold
     gain = (np.sum(1 - dice[called & absent]) - np.sum(dice[called & ~absent])) / len(y)
     return {"called": float(called.mean()), "precision": float((called & absent).sum() / max(called.sum(), 1)),

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from cineprop.model.refiner import CarrierRefiner, RefinerConfig
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
-from cineprop.training.crop_loop import CropTask, fit
+from cineprop.training.crop_loop import CropTask, carried_crops, crop_dice, fit
 from cineprop.training.refine_data import build_samples, stack, synthetic_samples
 
 
@@ -139,17 +139,11 @@ def refine_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def validate(model: CarrierRefiner, x: np.ndarray, y: np.ndarray, chunk: int = 256) -> dict[str, float]:
-    """Mean Dice of the refined and of the carried mask (> 0.5) over the samples."""
+    """Mean Dice of the refined and of the carried mask (probability ≥ 0.5, as the carrier labels it)."""
     model.eval()
-    refined, carried = [], []
-    for start in range(0, len(x), chunk):
-        xb = torch.from_numpy(x[start:start + chunk].astype(np.float32))
-        yb = torch.from_numpy(y[start:start + chunk])
-        for pred, out in ((model(xb)[:, 0] > 0, refined), (xb[:, 2] > 0.5, carried)):
-            inter = (pred & yb).sum(dim=(1, 2)).float()
-            total = (pred.sum(dim=(1, 2)) + yb.sum(dim=(1, 2))).float()
-            out.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
-    return {"refined": float(torch.cat(refined).mean()), "carried": float(torch.cat(carried).mean())}
+    refined = np.concatenate([(model(torch.from_numpy(x[i:i + chunk].astype(np.float32)))[:, 0] > 0).numpy()
+                              for i in range(0, len(x), chunk)])
+    return {"refined": float(crop_dice(refined, y).mean()), "carried": float(crop_dice(carried_crops(x), y).mean())}
 
 
 def train_refiner(cfg: RefinerTrainConfig, resume: bool = True, progress: bool = True) -> dict:

@@ -196,3 +196,30 @@ def test_synthetic_pairs_change_the_object_and_carry_into_samples():
     assert max(changes) > 0.2                               # the object changes size, not only position
     samples = synthetic_samples(np.random.default_rng(1), 4, 32, size=96, progress=False)
     assert 1 <= len(samples) <= 4 and samples[0][0].shape == (3, 32, 32) and samples[0][1].shape == (32, 32)
+
+
+def test_the_step_scales_the_correction(shapes, tmp_path):
+    """``refine_step``: the carried logit plus this share of the refiner's residual. A refiner with a constant
+    residual −4 leaves a carried probability p at sigmoid(logit p − 4·step): nothing changes at step 0, the
+    whole correction at 1; the session default takes half (``REFINE_STEP``); outside [0, 1] is refused."""
+    from cineprop.session_config import REFINE_STEP, SessionConfig
+
+    frames, labels = shapes
+    shift = CarrierRefiner(RefinerConfig(resolution=32))
+    torch.nn.init.constant_(shift.out.bias, -4.0)
+    torch.nn.init.zeros_(shift.out.weight)
+    path = tmp_path / "shift.pt"
+    save_checkpoint(path, shift, "refiner")
+    refiner = Refiner.load(path)
+    field = FlowField(frames, "dis")
+    carried = anchored_carry(field, (labels[:, :, 0] == 1).astype(np.float32), 0, 3)
+    moved, query = field.moved(0, 3), field.frame(3)
+    inside = (carried > 0.05) & (carried < 0.95)
+    assert inside.sum() > 10
+    logit = np.log(carried[inside] / (1 - carried[inside]))
+    for step in (0.0, 0.5, 1.0):
+        out = refiner.refine_crop(query, moved, carried, step)
+        np.testing.assert_allclose(out[inside], 1 / (1 + np.exp(-(logit - 4 * step))), atol=1e-4)
+    assert SessionConfig().refine_step == REFINE_STEP == 0.5
+    with pytest.raises(CinepropError, match="refine_step"):
+        build_propagator("dis", anchor=True, refine=True, refiner=str(path), refine_step=1.5)

@@ -27,7 +27,7 @@ from cineprop.flow import FlowField, warp
 from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
-from cineprop.session_config import REFINE_BELOW
+from cineprop.session_config import REFINE_BELOW, REFINE_STEP
 from cineprop.shots import certainty
 from cineprop.support import SupportSet, nearest, neighbours
 
@@ -69,13 +69,15 @@ class WarpPropagator:
     name = "warp"
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
-                 refine_below: float = REFINE_BELOW, absent_above: float = 1.0, presence: str | None = None):
+                 refine_below: float = REFINE_BELOW, refine_step: float = REFINE_STEP, absent_above: float = 1.0,
+                 presence: str | None = None):
         """Args: field: a precomputed field of the same cine (a session reuses its own);
         anchor: carry by anchored carrying (:meth:`cineprop.flow.Field.anchored`) instead of
         warping the previous frame's carried mask; refine: correct each carried mask with the
         carrier refiner (:class:`cineprop.refine.Refiner`, checkpoint ``refiner``, ``None``: bundled),
         which needs ``anchor`` (it compares the query frame with the painted frame moved by the
-        anchored displacement), on frames whose registration match is below ``refine_below``;
+        anchored displacement), on frames whose registration match is below ``refine_below``,
+        taking ``refine_step`` of its correction (:meth:`cineprop.refine.Refiner.refine_crop`);
         absent_above: empty the carried mask on query frames where the presence check
         (:class:`cineprop.refine.Presence`, checkpoint ``presence``, ``None``: bundled) says the
         structure is absent with a probability above this (1: never); needs ``anchor``."""
@@ -90,6 +92,9 @@ class WarpPropagator:
 
             self.refiner = Refiner.load(refiner)
         self.refine_below = float(refine_below)
+        self.refine_step = float(refine_step)
+        if not 0.0 <= self.refine_step <= 1.0:
+            raise CinepropError(f"{self.name}: refine_step must be in [0, 1], got {refine_step}")
         self.absent_above = float(absent_above)
         self.presence = None
         if self.absent_above < 1.0:
@@ -192,7 +197,7 @@ class WarpPropagator:
         query = field.frame(i)
         if self.refine_below < 1.0 and band_ncc(query, moved, match_band(carried)) >= self.refine_below:
             return carried
-        return self.refiner.refine_crop(query, moved, carried)
+        return self.refiner.refine_crop(query, moved, carried, self.refine_step)
 
     @property
     def cached_bytes(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from cineprop.errors import CinepropError
 from cineprop.options import option_names, replace_from_strings
 from cineprop.propagation import Propagator
-from cineprop.session_config import REFINE_BELOW, SessionConfig
+from cineprop.session_config import REFINE_BELOW, REFINE_STEP, SessionConfig
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class CarrierOptions:
         refiner: the refiner checkpoint (``cineprop train-refiner``); ``None``: the bundled one.
         refine_below: refine only frames whose registration match with the painted frame is below
             this (1: every frame).
+        refine_step: the share of the refiner's correction taken (1: all of it).
         absent_above: empty the carried mask on query frames where the presence check says the
             structure left the frame with a probability above this (1, the peers as a Slicer user has
             them: never); needs ``anchor``.
@@ -52,6 +53,7 @@ class CarrierOptions:
     refine: bool = False
     refiner: str | None = None
     refine_below: float = REFINE_BELOW
+    refine_step: float = REFINE_STEP
     absent_above: float = 1.0
     presence: str | None = None
 

@@ -72,9 +72,10 @@ class Refiner(_CropModel):
         return cls(*_load(_existing(path, BUNDLED_REFINER, "refiner")))
 
     @torch.no_grad()
-    def refine_crop(self, query: np.ndarray, moved: np.ndarray, carried: np.ndarray) -> np.ndarray:
+    def refine_crop(self, query: np.ndarray, moved: np.ndarray, carried: np.ndarray, step: float = 1.0) -> np.ndarray:
         """``carried`` (``H×W`` probability) refined inside :func:`refine_roi`: the refiner's residual,
-        pasted back at full resolution, is added to the carried mask's logit; the same array if empty."""
+        pasted back at full resolution and scaled by ``step`` (1: the whole correction), is added to the
+        carried mask's logit; the same array if empty."""
         roi = refine_roi(carried)
         if roi is None:
             return carried
@@ -83,7 +84,7 @@ class Refiner(_CropModel):
         inside = roi.paste(np.ones(x.shape[-2:], np.float32), carried.shape) > 0.5
         out = carried.copy()
         logit = np.log(np.clip(carried[inside], EPS, 1 - EPS) / np.clip(1 - carried[inside], EPS, 1 - EPS))
-        out[inside] = 1.0 / (1.0 + np.exp(-(logit + residual[inside])))
+        out[inside] = 1.0 / (1.0 + np.exp(-(logit + step * residual[inside])))
         return out
 
 

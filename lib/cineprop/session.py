@@ -237,7 +237,7 @@ class PropagationSession:
             cfg = self.config
             self._carrier = carrier(self._flow_field, anchor=cfg.anchor_carrier, refine=cfg.refine_carrier,
                                     refiner=cfg.refiner, refine_below=cfg.refine_below,
-                                    absent_above=cfg.absent_above, presence=cfg.presence)
+                                    refine_step=cfg.refine_step, absent_above=cfg.absent_above, presence=cfg.presence)
         key = tuple((label, f, hash(m.tobytes()))
                     for label in support.labels for f, m in sorted(support.masks[label].items()))
         if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again

@@ -87,7 +87,7 @@ def test_session_blends_with_the_chosen_carrier(carrier):
     session = PropagationSession(model, cine, config)
     session.set_supports(support)
     # flow_weight 1: the result is exactly the carrier's own propagation
-    expected = build_propagator(carrier, anchor=config.anchor_carrier).propagate(cine, support).probabilities[1]
+    expected = build_propagator(carrier, **config.carrier_options()).propagate(cine, support).probabilities[1]
     np.testing.assert_allclose(session.propagate().probabilities[1], expected, atol=1e-5)
 
 
@@ -112,7 +112,7 @@ def test_blended_confidence_is_the_carriers_bounded_by_agreement():
         session.set_supports(support)
         runs[weight] = session.propagate()
     network, result = runs[0.0], runs[SessionConfig().flow_weight]
-    carried = build_propagator("dis", anchor=SessionConfig().anchor_carrier).propagate(cine, support)
+    carried = build_propagator("dis", **SessionConfig().carrier_options()).propagate(cine, support)
     agreement = np.array([[dice(network.probabilities[k][:, :, i] > 0.5, carried.probabilities[k][:, :, i] > 0.5)
                            for i in range(cine.num_frames)] for k in support.labels])
     match = np.array([np.clip(carried.details["match"][k], 0, 1) for k in support.labels])

@@ -27,9 +27,12 @@ from cineprop.io import load_labelled_cine
 from cineprop.methods import build_propagator
 from cineprop.metrics import dice
 from cineprop.refine import Presence
+from cineprop.session_config import SessionConfig
 from cineprop.support import nearest, query_frames, select_support
 
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+#: the session carrier's settings without the check (it judges what that carrier carries, refined or not)
+CARRIER = {**SessionConfig().carrier_options(), "absent_above": 1.0}
 
 
 def judge(cases, support: str, presence: Presence) -> list[tuple[float, bool, bool, float]]:
@@ -42,7 +45,7 @@ def judge(cases, support: str, presence: Presence) -> list[tuple[float, bool, bo
             chosen = select_support(truth, support, 1)
             default = model.propagate(cine, chosen)
             field = DisPropagator().make_field(cine.frames)
-            carried = DisPropagator(field, anchor=True).propagate(cine, chosen)
+            carried = DisPropagator(field, **CARRIER).propagate(cine, chosen)
             for label in chosen.labels:
                 frames, queries = chosen.frames_of(label), query_frames(chosen, label)
                 crops = [(field.frame(i), field.moved(nearest(frames, i), i), carried.probabilities[label][:, :, i])

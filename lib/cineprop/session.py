@@ -234,10 +234,7 @@ class PropagationSession:
         carrier = CARRIERS[self.config.flow_method]
         if self._flow_field is None:
             self._flow_field = carrier().make_field(self.cine.frames)
-            cfg = self.config
-            self._carrier = carrier(self._flow_field, anchor=cfg.anchor_carrier, refine=cfg.refine_carrier,
-                                    refiner=cfg.refiner, refine_below=cfg.refine_below,
-                                    refine_step=cfg.refine_step, absent_above=cfg.absent_above, presence=cfg.presence)
+            self._carrier = carrier(self._flow_field, **self.config.carrier_options())
         key = tuple((label, f, hash(m.tobytes()))
                     for label in support.labels for f, m in sorted(support.masks[label].items()))
         if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again

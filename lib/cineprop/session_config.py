@@ -101,6 +101,13 @@ class SessionConfig:
     absent_above: float = 0.7
     presence: str | None = None
 
+    def carrier_options(self) -> dict[str, Any]:
+        """The keyword arguments of the session's carrier (:class:`cineprop.baselines.WarpPropagator`):
+        anchoring, refinement and the presence check as set here."""
+        return {"anchor": self.anchor_carrier, "refine": self.refine_carrier, "refiner": self.refiner,
+                "refine_below": self.refine_below, "refine_step": self.refine_step,
+                "absent_above": self.absent_above, "presence": self.presence}
+
     def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":
         """A copy with ``options`` applied, strings (``"0.3"``, ``"false"``) converted (:mod:`cineprop.options`)."""
         return replace_from_strings(self, options, "session")

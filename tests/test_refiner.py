@@ -223,3 +223,26 @@ def test_the_step_scales_the_correction(shapes, tmp_path):
     assert SessionConfig().refine_step == REFINE_STEP == 0.5
     with pytest.raises(CinepropError, match="refine_step"):
         build_propagator("dis", anchor=True, refine=True, refiner=str(path), refine_step=1.5)
+
+
+def test_refining_in_batches_equals_one_by_one(shapes, tmp_path):
+    """The carrier refines a chain's new masks in batches (``refine_crops``): the same masks, in order, as
+    one crop at a time, whatever the batch size; an empty carried mask comes back as it is."""
+    frames, labels = shapes
+    model = CarrierRefiner(RefinerConfig(resolution=32))
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.out.weight, std=2.0)     # a refiner whose residual depends on the crop
+    path = tmp_path / "random.pt"
+    save_checkpoint(path, model, "refiner")
+    refiner = Refiner.load(path)
+    field = FlowField(frames, "dis")
+    crops = [(field.frame(i), field.moved(0, i), anchored_carry(field, (labels[:, :, 0] == label).astype(np.float32), 0, i))
+             for i in range(1, 6) for label in (1, 2)]
+    crops.insert(3, (field.frame(2), field.frame(0), np.zeros(frames.shape[:2], np.float32)))
+    one_by_one = [refiner.refine_crop(*crop, 0.5) for crop in crops]
+    assert max(np.abs(a - c[2]).max() for a, c in zip(one_by_one, crops)) > 0.05      # it does change masks
+    for batch in (1, 4, 64):
+        batched = refiner.refine_crops(crops, 0.5, batch=batch)
+        assert batched[3] is crops[3][2]
+        for a, b in zip(one_by_one, batched):
+            np.testing.assert_allclose(a, b, atol=1e-5)

@@ -12,7 +12,7 @@
 
 :data:`CARRIERS` names every field-based method; a model session can blend with any of them. With
 ``anchor`` a carrier may also ``refine``: the carrier refiner (:mod:`cineprop.refine`) corrects each
-carried mask on frames the registration does not explain (:meth:`WarpPropagator._refined`).
+carried mask on frames the registration does not explain (:meth:`WarpPropagator._refine`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class WarpPropagator:
         carrier refiner (:class:`cineprop.refine.Refiner`, checkpoint ``refiner``, ``None``: bundled),
         which needs ``anchor`` (it compares the query frame with the painted frame moved by the
         anchored displacement), on frames whose registration match is below ``refine_below``,
-        taking ``refine_step`` of its correction (:meth:`cineprop.refine.Refiner.refine_crop`);
+        taking ``refine_step`` of its correction (:meth:`cineprop.refine.Refiner.refine_crops`);
         absent_above: empty the carried mask on query frames where the presence check
         (:class:`cineprop.refine.Presence`, checkpoint ``presence``, ``None``: bundled) says the
         structure is absent with a probability above this (1: never); needs ``anchor``."""
@@ -188,16 +188,19 @@ class WarpPropagator:
         self._kept_absent = kept if self._field is not None else {}
         return out
 
-    def _refined(self, field, painted: int, i: int, carried: np.ndarray) -> np.ndarray:
-        """``carried`` (frame ``painted``'s mask on frame ``i``) corrected by the refiner, or left as it
-        is where the painted frame moved by the anchored displacement matches frame ``i`` around it
-        (:func:`band_ncc` over :func:`match_band`) at ``refine_below`` or more: registration explains
-        the frame there."""
-        moved = field.moved(painted, i)
-        query = field.frame(i)
-        if self.refine_below < 1.0 and band_ncc(query, moved, match_band(carried)) >= self.refine_below:
-            return carried
-        return self.refiner.refine_crop(query, moved, carried, self.refine_step)
+    def _refine(self, field, carried: dict[tuple[int, int, int], np.ndarray]) -> None:
+        """Correct, in place, the new carried masks (``(painted frame, mask hash, frame)`` → ``H×W``)
+        with the refiner, in batches, except where the painted frame moved by the anchored displacement
+        matches the frame around the mask (:func:`band_ncc` over :func:`match_band`) at ``refine_below``
+        or more: registration explains the frame there."""
+        todo = []
+        for key, mask in carried.items():
+            painted, _, i = key
+            query, moved = field.frame(i), field.moved(painted, i)
+            if self.refine_below >= 1.0 or band_ncc(query, moved, match_band(mask)) < self.refine_below:
+                todo.append((key, (query, moved, mask)))
+        refined = self.refiner.refine_crops([crop for _, crop in todo], self.refine_step)
+        carried.update((key, mask) for (key, _), mask in zip(todo, refined))
 
     @property
     def cached_bytes(self) -> int:
@@ -211,7 +214,7 @@ class WarpPropagator:
         out: dict[int, np.ndarray] = {}
         kept = self._carried if self._field is not None else {}      # a one-off field: nothing to reuse
         order = range(t) if step > 0 else range(t - 1, -1, -1)
-        painted = None
+        painted, new = None, {}
         for i in order:
             if i in masks:
                 painted = i
@@ -219,11 +222,14 @@ class WarpPropagator:
             elif painted is not None:
                 key = (painted, mask_hash[painted], i)
                 if key not in kept:
-                    kept[key] = (anchored_carry(field, masks[painted], painted, i) if self.anchor
-                                 else warp(out[i - step], field.step(i, i - step)))
-                    if self.refiner is not None:
-                        kept[key] = self._refined(field, painted, i, kept[key])
-                out[i] = kept[key]
+                    new[key] = (anchored_carry(field, masks[painted], painted, i) if self.anchor
+                                else warp(out[i - step], field.step(i, i - step)))
+                out[i] = kept.get(key, new.get(key))
+        if self.refiner is not None and new:       # anchored: each frame's mask is independent of the others'
+            self._refine(field, new)
+        kept.update(new)
+        for key in new:
+            out[key[2]] = new[key]
         return out
 
 

@@ -37,6 +37,8 @@ BUNDLED_REFINER = Path(__file__).resolve().parent / "weights" / "cineprop_refine
 BUNDLED_PRESENCE = Path(__file__).resolve().parent / "weights" / "cineprop_presence.pt"
 MARGIN = 0.5
 MIN_SIDE = 32.0
+#: crops per forward pass of the refiner
+BATCH = 32
 
 
 def refine_roi(carried: np.ndarray) -> Roi | None:
@@ -71,21 +73,35 @@ class Refiner(_CropModel):
         shared (inference only, so sessions and threads may share it)."""
         return cls(*_load(_existing(path, BUNDLED_REFINER, "refiner")))
 
-    @torch.no_grad()
     def refine_crop(self, query: np.ndarray, moved: np.ndarray, carried: np.ndarray, step: float = 1.0) -> np.ndarray:
         """``carried`` (``H×W`` probability) refined inside :func:`refine_roi`: the refiner's residual,
         pasted back at full resolution and scaled by ``step`` (1: the whole correction), is added to the
         carried mask's logit; the same array if empty."""
-        roi = refine_roi(carried)
-        if roi is None:
-            return carried
-        x = torch.from_numpy(refiner_input(query, moved, carried, roi, self.resolution))[None]
-        residual = roi.paste(self.model.residual(x)[0, 0].numpy(), carried.shape)
-        inside = roi.paste(np.ones(x.shape[-2:], np.float32), carried.shape) > 0.5
-        out = carried.copy()
-        logit = np.log(np.clip(carried[inside], EPS, 1 - EPS) / np.clip(1 - carried[inside], EPS, 1 - EPS))
-        out[inside] = 1.0 / (1.0 + np.exp(-(logit + step * residual[inside])))
+        return self.refine_crops([(query, moved, carried)], step)[0]
+
+    @torch.no_grad()
+    def refine_crops(self, crops: list[tuple[np.ndarray, np.ndarray, np.ndarray]], step: float = 1.0,
+                     batch: int = BATCH) -> list[np.ndarray]:
+        """:meth:`refine_crop` of each ``(query, moved, carried)``, ``batch`` crops per forward pass."""
+        out = [carried for _, _, carried in crops]
+        todo = [(n, roi) for n, (_, _, carried) in enumerate(crops) if (roi := refine_roi(carried)) is not None]
+        for start in range(0, len(todo), batch):
+            part = todo[start:start + batch]
+            x = torch.from_numpy(np.stack([refiner_input(*crops[n], roi, self.resolution) for n, roi in part]))
+            residuals = self.model.residual(x)[:, 0].numpy()
+            for (n, roi), residual in zip(part, residuals):
+                out[n] = _add_residual(crops[n][2], roi, residual, step)
         return out
+
+
+def _add_residual(carried: np.ndarray, roi: Roi, residual: np.ndarray, step: float) -> np.ndarray:
+    """``carried`` with ``step`` × ``residual`` (``R×R``, pasted into ``roi``) added to its logit there."""
+    pasted = roi.paste(residual, carried.shape)
+    inside = roi.paste(np.ones(residual.shape, np.float32), carried.shape) > 0.5
+    out = carried.copy()
+    logit = np.log(np.clip(carried[inside], EPS, 1 - EPS) / np.clip(1 - carried[inside], EPS, 1 - EPS))
+    out[inside] = 1.0 / (1.0 + np.exp(-(logit + step * pasted[inside])))
+    return out
 
 
 class Presence(_CropModel):

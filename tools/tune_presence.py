@@ -11,7 +11,10 @@ frame's mask is empty: where the structure is absent from the truth the frame is
 scored (``cineprop.metrics.score_label`` scores a frame only if the prediction or the truth has the
 label), where it is present it scores 0. Per threshold: how many label-frames are emptied (absent /
 present in the truth) and the mean Dice over the scored label-frames (as ``tools/absent_frames.py``
-averages it), against the default without the check.
+averages it), against the default without the check. The tuning sets are half of the choice: checks
+trained with one structure held out, judged on it with ``cineprop evaluate --method dis --option
+anchor=true --option absent_above=T --option presence=PT --labels L``, are the other (they turned the
+check off by default: docs/benchmarks.md, "The presence check on structures it never saw").
 """
 
 from __future__ import annotations

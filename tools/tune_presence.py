@@ -3,6 +3,7 @@ the presence check off, the check judges every query label-frame, and thresholds
 
     python tools/tune_presence.py --cases DIR [--split-file CSV] [--split val|all] [--presence PT]
                                   [--support first] [--thresholds 0.3 0.4 0.5 0.6 0.7 0.8 0.9]
+                                  [--labels L ...] [--match-below 0.4 0.6 ...]
 
 ``--cases``: a folder of ``ID.nii.gz`` + ``ID_label.nii.gz`` (ACDC ``sequences`` with its
 ``splits.csv``, or the smooth-motion tuning set of ``tools/make_smooth_set.py --tuning``; ``--split
@@ -11,7 +12,11 @@ frame's mask is empty: where the structure is absent from the truth the frame is
 scored (``cineprop.metrics.score_label`` scores a frame only if the prediction or the truth has the
 label), where it is present it scores 0. Per threshold: how many label-frames are emptied (absent /
 present in the truth) and the mean Dice over the scored label-frames (as ``tools/absent_frames.py``
-averages it), against the default without the check. The tuning sets are half of the choice: checks
+averages it), against the default without the check. ``--match-below M``: also with the check
+acting only on label-frames whose registration match with the painted frame
+(:func:`cineprop.baselines.registration_match`, what the carrier computed) is below ``M``;
+``--labels``: judge only these structures (a held-out check on the structure it never saw). The
+tuning sets are half of the choice: checks
 trained with one structure held out, judged on it with ``cineprop evaluate --method dis --option
 anchor=true --option absent_above=T --option presence=PT --labels L``, are the other (they turned the
 check off by default: docs/benchmarks.md, "The presence check on structures it never saw").
@@ -38,14 +43,14 @@ THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 CARRIER = {**SessionConfig().carrier_options(), "absent_above": 1.0}
 
 
-def judge(cases, support: str, presence: Presence) -> list[tuple[float, bool, bool, float]]:
+def judge(cases, support: str, presence: Presence, labels=None) -> list[tuple[float, bool, bool, float, float]]:
     """Per query label-frame: ``(absent probability, structure absent in the truth, the default without
-    the check predicts it, that prediction's Dice)``."""
+    the check predicts it, that prediction's Dice, the carrier's registration match there)``."""
     model = build_propagator("model", options={"absent_above": "1"})
     rows = []
     for case in cases:
         for cine, truth in load_labelled_cine(case.image, case.label)[1]:
-            chosen = select_support(truth, support, 1)
+            chosen = select_support(truth, support, 1, labels)
             default = model.propagate(cine, chosen)
             field = DisPropagator().make_field(cine.frames)
             carried = DisPropagator(field, **CARRIER).propagate(cine, chosen)
@@ -53,9 +58,10 @@ def judge(cases, support: str, presence: Presence) -> list[tuple[float, bool, bo
                 frames, queries = chosen.frames_of(label), query_frames(chosen, label)
                 crops = [(field.frame(i), field.moved(nearest(frames, i), i), carried.probabilities[label][:, :, i])
                          for i in queries]
+                match = carried.details["match"][label]
                 for i, p in zip(queries, presence.absent_probabilities(crops)):
                     gone, pred = truth[:, :, i] == label, default.labels[:, :, i] == label
-                    rows.append((float(p), not gone.any(), bool(pred.any()), dice(pred, gone)))
+                    rows.append((float(p), not gone.any(), bool(pred.any()), dice(pred, gone), float(match[i])))
         print(f"{case.id}: {len(rows)} label-frames", flush=True)
     return rows
 
@@ -75,22 +81,26 @@ def main() -> int:
     parser.add_argument("--presence", default=None, help="presence checkpoint (default: the bundled one)")
     parser.add_argument("--support", default="first", choices=["first", "middle"])
     parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS)
+    parser.add_argument("--labels", type=int, nargs="+", default=None, help="judge only these structures")
+    parser.add_argument("--match-below", type=float, nargs="+", default=[],
+                        help="also gate the check by the registration match (a table per value)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cases = find_cases(args.cases, args.split_file, None if args.split == "all" else args.split)
-    rows = judge(cases, args.support, Presence.load(args.presence))
-    p, absent, predicted, before = (np.array(c) for c in zip(*rows))
+    rows = judge(cases, args.support, Presence.load(args.presence), args.labels)
+    p, absent, predicted, before, match = (np.array(c) for c in zip(*rows))
     base = scored_mean(absent, predicted, before)
     print(f"\n{len(rows)} query label-frames, {int(absent.sum())} with the structure absent; mean Dice of the "
           f"default without the check over the scored ones {base:.4f}\n")
-    print("| absent_above | emptied | of them absent | present (their Dice) | mean Dice | change |")
-    print("|---|---|---|---|---|---|")
-    for t in args.thresholds:
-        on = p > t
-        mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
-        lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
-        print(f"| {t:g} | {int(on.sum())} | {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) "
-              f"| {mean:.4f} | {mean - base:+.4f} |")
+    print("| absent_above | match below | emptied | of them absent | present (their Dice) | mean Dice | change |")
+    print("|---|---|---|---|---|---|---|")
+    for gate in [None] + args.match_below:
+        for t in args.thresholds:
+            on = (p > t) & (True if gate is None else match < gate)
+            mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
+            lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
+            print(f"| {t:g} | {'–' if gate is None else f'{gate:g}'} | {int(on.sum())} | {int((on & absent).sum())} "
+                  f"| {int((on & ~absent).sum())} ({lost}) | {mean:.4f} | {mean - base:+.4f} |")
     return 0
 
 

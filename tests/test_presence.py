@@ -107,6 +107,30 @@ def test_the_option_empties_exactly_the_frames_called_absent(shapes, tmp_path):
         Presence.load(image)
 
 
+def test_only_frames_registration_does_not_explain_are_emptied(shapes, tmp_path):
+    """``absent_below_match``: a check that calls every frame absent empties exactly the query frames whose
+    registration match with the painted frame is below the gate (where the moved painted frame still
+    matches the frame, the structure is taken to be there); the session hands its gate to its carrier."""
+    from cineprop.session_config import SessionConfig
+
+    frames, labels = shapes
+    cine = Cine(frames)
+    support = SupportSet.from_labels(np.where(np.arange(8) == 0, labels, 0).astype(labels.dtype))
+    match = build_propagator("dis", anchor=True).propagate(cine, support).details["match"]
+    absent = _constant(tmp_path, 5.0, "absent.pt")
+    gate = float(np.median(np.concatenate([match[label][1:] for label in (1, 2)])))
+    result = build_propagator("dis", anchor=True, absent_above=0.5, absent_below_match=gate,
+                              presence=absent).propagate(cine, support)
+    for label in (1, 2):
+        below = [i for i in range(1, 8) if match[label][i] < gate]
+        assert result.details["absent"][label] == below
+        assert all((result.labels[:, :, i] == label).any() for i in range(1, 8) if i not in below)
+    assert 0 < sum(len(v) for v in result.details["absent"].values()) < 14
+    config = SessionConfig().with_options({"absent_below_match": str(gate)})
+    assert config.carrier_options()["absent_below_match"] == gate
+    assert SessionConfig().absent_below_match == float("inf")          # no gate unless asked for
+
+
 def test_re_propagation_judges_only_frames_that_changed(shapes, tmp_path):
     frames, labels = shapes
     cine = Cine(frames)

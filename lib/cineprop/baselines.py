@@ -17,6 +17,7 @@ carried mask on frames the registration does not explain (:meth:`WarpPropagator.
 
 from __future__ import annotations
 
+import math
 import time
 
 import cv2
@@ -70,7 +71,7 @@ class WarpPropagator:
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
                  refine_below: float = REFINE_BELOW, refine_step: float = REFINE_STEP, absent_above: float = 1.0,
-                 presence: str | None = None):
+                 absent_below_match: float = math.inf, presence: str | None = None):
         """Args: field: a precomputed field of the same cine (a session reuses its own);
         anchor: carry by anchored carrying (:meth:`cineprop.flow.Field.anchored`) instead of
         warping the previous frame's carried mask; refine: correct each carried mask with the
@@ -80,7 +81,8 @@ class WarpPropagator:
         taking ``refine_step`` of its correction (:meth:`cineprop.refine.Refiner.refine_crops`);
         absent_above: empty the carried mask on query frames where the presence check
         (:class:`cineprop.refine.Presence`, checkpoint ``presence``, ``None``: bundled) says the
-        structure is absent with a probability above this (1: never); needs ``anchor``."""
+        structure is absent with a probability above this (1: never), on the frames whose
+        registration match is below ``absent_below_match`` (``inf``: any); needs ``anchor``."""
         self._field = field
         self.anchor = bool(anchor)
         if refine and not self.anchor:
@@ -96,6 +98,7 @@ class WarpPropagator:
         if not 0.0 <= self.refine_step <= 1.0:
             raise CinepropError(f"{self.name}: refine_step must be in [0, 1], got {refine_step}")
         self.absent_above = float(absent_above)
+        self.absent_below_match = float(absent_below_match)
         self.presence = None
         if self.absent_above < 1.0:
             from cineprop.refine import Presence
@@ -145,7 +148,7 @@ class WarpPropagator:
             probabilities[label] = prob
         details = {"match": self._matches(field, support, probabilities)} if self.anchor else {}
         if self.presence is not None:
-            details["absent"] = self._drop_absent(field, support, probabilities)
+            details["absent"] = self._drop_absent(field, support, probabilities, details["match"])
         return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start, details)
 
     def _matches(self, field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -168,17 +171,19 @@ class WarpPropagator:
         self._kept_matches = kept if self._field is not None else {}
         return out
 
-    def _drop_absent(self, field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, list[int]]:
+    def _drop_absent(self, field, support: SupportSet, probabilities: dict[int, np.ndarray],
+                     match: dict[int, np.ndarray]) -> dict[int, list[int]]:
         """Empty, in place, each label's mask on the query frames the presence check says its structure
-        left (absent probability above ``absent_above``, judged against the nearest painted frame); return
-        those frames by label. Their confidence stays that of the mask they had (the session's
-        network–carrier agreement then flags them for review). Probabilities are kept, with a given
-        field, by painted frame, frame and mask, so re-propagation judges only frames that changed."""
+        left (absent probability above ``absent_above``, judged against the nearest painted frame), among
+        those whose registration ``match`` is below ``absent_below_match``; return those frames by label.
+        Their confidence stays that of the mask they had (the session's network–carrier agreement then
+        flags them for review). Probabilities are kept, with a given field, by painted frame, frame and
+        mask, so re-propagation judges only frames that changed."""
         out, kept = {}, {}
         for label in support.labels:
             frames, prob = support.frames_of(label), probabilities[label]
-            keys = {i: (nearest(frames, i), i, hash(prob[:, :, i].tobytes()))
-                    for i in range(prob.shape[2]) if i not in support.masks[label]}
+            keys = {i: (nearest(frames, i), i, hash(prob[:, :, i].tobytes())) for i in range(prob.shape[2])
+                    if i not in support.masks[label] and match[label][i] < self.absent_below_match}
             todo = [key for key in keys.values() if key not in self._kept_absent and key not in kept]
             crops = [(field.frame(i), field.moved(painted, i), prob[:, :, i]) for painted, i, _ in todo]
             kept.update(zip(todo, self.presence.absent_probabilities(crops)))

@@ -15,6 +15,7 @@ The result has ``propagate(cine, support) -> Propagation``.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
@@ -46,6 +47,7 @@ class CarrierOptions:
         absent_above: empty the carried mask on query frames where the presence check says the
             structure left the frame with a probability above this (1, the peers as a Slicer user has
             them: never); needs ``anchor``.
+        absent_below_match: empty only frames whose registration match is below this (``inf``: any).
         presence: the presence checkpoint (``cineprop train-presence``); ``None``: the bundled one.
     """
 
@@ -55,6 +57,7 @@ class CarrierOptions:
     refine_below: float = REFINE_BELOW
     refine_step: float = REFINE_STEP
     absent_above: float = 1.0
+    absent_below_match: float = math.inf
     presence: str | None = None
 
 

@@ -16,15 +16,16 @@ averages it), against the default without the check. ``--match-below M``: also w
 acting only on label-frames whose registration match with the painted frame
 (:func:`cineprop.baselines.registration_match`, what the carrier computed) is below ``M``;
 ``--labels``: judge only these structures (a held-out check on the structure it never saw). The
-tuning sets are half of the choice: checks
-trained with one structure held out, judged on it with ``cineprop evaluate --method dis --option
-anchor=true --option absent_above=T --option presence=PT --labels L``, are the other (they turned the
-check off by default: docs/benchmarks.md, "The presence check on structures it never saw").
+tuning sets are half of the choice: checks trained with one structure held out, judged on it (with
+``--labels`` here, or ``cineprop evaluate --method dis --option anchor=true --option absent_above=T
+--option presence=PT --labels L``), are the other (they turned the check off by default:
+docs/benchmarks.md, "The presence check on structures it never saw").
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import torch
@@ -94,12 +95,12 @@ def main() -> int:
           f"default without the check over the scored ones {base:.4f}\n")
     print("| absent_above | match below | emptied | of them absent | present (their Dice) | mean Dice | change |")
     print("|---|---|---|---|---|---|---|")
-    for gate in [None] + args.match_below:
+    for gate in [math.inf] + args.match_below:        # inf: no gate, the carrier's absent_below_match default
         for t in args.thresholds:
-            on = (p > t) & (True if gate is None else match < gate)
+            on = (p > t) & (match < gate)
             mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
             lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
-            print(f"| {t:g} | {'–' if gate is None else f'{gate:g}'} | {int(on.sum())} | {int((on & absent).sum())} "
+            print(f"| {t:g} | {'–' if gate == math.inf else f'{gate:g}'} | {int(on.sum())} | {int((on & absent).sum())} "
                   f"| {int((on & ~absent).sum())} ({lost}) | {mean:.4f} | {mean - base:+.4f} |")
     return 0
 

@@ -77,13 +77,13 @@ class SessionConfig:
             empties present myocardium and loses 0.097 / 0.042 / 0.004 (LV held out +0.001 / +0.005 /
             −0.002, RV +0.015 / +0.007 / +0.003); only "never" loses nothing anywhere. ``0.7`` is
             the opt-in for structures like the ones it was trained on (ACDC's; docs/benchmarks.md,
-            "A structure the check never saw").
-        presence: the presence checkpoint for ``absent_above`` (``None``: the bundled one).
+            "The presence check on structures it never saw").
         absent_below_match: the presence check empties only frames whose registration match with the
             painted frame (:func:`cineprop.baselines.registration_match`) is below this (``inf``, the
             default: any frame). With ``absent_above`` 0.7, 0.6 kept most of the in-domain gain and
             cut the loss on a held-out ring (the myocardium) from 0.091 to 0.025 on ACDC test
             (docs/benchmarks.md, "The presence check on structures it never saw").
+        presence: the presence checkpoint for ``absent_above`` (``None``: the bundled one).
     """
 
     memory: bool = True

@@ -3,8 +3,9 @@
 The three sample cines (``data/sample``: ACDC ``test`` sequences, chosen before the model existed)
 are propagated from the first and from the middle labelled frame; the score is the mean Dice of
 ``cineprop evaluate`` over both settings. Measured with the bundled model and the current session
-default (anchored carrier, presence check, carrier refiner at half step, 2026-12-03): 0.753 (first
-0.732, middle 0.773) vs flow 0.663 (0.646, 0.680); 0.719 without the refiner; at the model's release (flow blend 0.5) it was 0.666, a thin margin
+default (anchored carrier, carrier refiner at half step, presence check only outward and below
+match 0.6; 2026-12-03): 0.756 (first 0.739, middle 0.773) vs flow 0.663 (0.646, 0.680); 0.751 with
+the check off, 0.719 without the refiner; at the model's release (flow blend 0.5) it was 0.666, a thin margin
 (docs/model-card.md). Retraining the model means re-measuring this.
 """
 

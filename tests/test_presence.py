@@ -97,7 +97,8 @@ def test_the_option_empties_exactly_the_frames_called_absent(shapes, tmp_path):
         np.testing.assert_allclose(result.confidence, plain.confidence)           # the mask it had
     with pytest.raises(CinepropError, match="needs anchor"):
         build_propagator("flow", absent_above=0.5, presence=absent)
-    model = build_propagator("model", options={"absent_above": "0.99", "presence": absent}).propagate(cine, support)
+    model = build_propagator("model", options={"absent_above": "0.99", "absent_below_match": "inf",
+                                               "presence": absent}).propagate(cine, support)
     assert not (model.labels[:, :, 1:] > 0).any()               # the session's carrier empties them too
     image = tmp_path / "refiner.pt"
     from cineprop.model.refiner import CarrierRefiner, RefinerConfig
@@ -128,7 +129,32 @@ def test_only_frames_registration_does_not_explain_are_emptied(shapes, tmp_path)
     assert 0 < sum(len(v) for v in result.details["absent"].values()) < 14
     config = SessionConfig().with_options({"absent_below_match": str(gate)})
     assert config.carrier_options()["absent_below_match"] == gate
-    assert SessionConfig().absent_below_match == float("inf")          # no gate unless asked for
+    assert SessionConfig().absent_below_match == 0.6                    # the session's gate
+
+
+def test_outward_empties_only_runs_reaching_the_cines_end(shapes, tmp_path):
+    """``absent_outward``: with a check that calls every frame absent, frames between the painted frames
+    keep their masks and the emptied frames are exactly the runs below the match gate that reach frame
+    0 or the last frame (:func:`cineprop.support.outward_runs`); the session hands the rule on."""
+    from cineprop.session_config import SessionConfig
+    from cineprop.support import outward_runs
+
+    frames, labels = shapes
+    cine = Cine(frames)
+    support = SupportSet.from_labels(np.where(np.isin(np.arange(8), [2, 4]), labels, 0).astype(labels.dtype))
+    absent = _constant(tmp_path, 5.0, "absent.pt")
+    every = build_propagator("dis", anchor=True, absent_above=0.5, absent_outward=True,
+                             presence=absent).propagate(cine, support)
+    assert every.details["absent"] == {1: [0, 1, 5, 6, 7], 2: [0, 1, 5, 6, 7]}
+    assert all((every.labels[:, :, 3] == label).any() for label in (1, 2))
+    match = every.details["match"]
+    gate = float(np.median(np.concatenate([match[label][[0, 1, 5, 6, 7]] for label in (1, 2)])))
+    gated = build_propagator("dis", anchor=True, absent_above=0.5, absent_below_match=gate, absent_outward=True,
+                             presence=absent).propagate(cine, support)
+    for label in (1, 2):
+        below = [i for i in (0, 1, 5, 6, 7) if match[label][i] < gate]
+        assert gated.details["absent"][label] == outward_runs(below, [2, 4], 8)
+    assert SessionConfig().with_options({"absent_outward": "true"}).carrier_options()["absent_outward"] is True
 
 
 def test_re_propagation_judges_only_frames_that_changed(shapes, tmp_path):
@@ -159,16 +185,18 @@ def test_bundled_presence_check_on_the_sample_cines(sample_dir):
     present, mean absent probability 0.313 against 0.042 (AUC 0.90); at the opt-in ``absent_above``
     0.7 it empties 2 label-frames, small apical ones the carrier had at Dice 0.26 and 0.36 (the
     absent ones score 0.39–0.66 there; on ACDC val and test it gains, see docs/benchmarks.md). The
-    session leaves it off by default: it does not transfer to a structure of a new shape."""
+    session's default (0.7, only below registration match 0.6, only runs reaching the cine's end)
+    empties a subset of those frames, each a run out to the cine's end."""
     from cineprop.baselines import DisPropagator
     from cineprop.io import load_labelled_cine
     from cineprop.metrics import dice
     from cineprop.session_config import SessionConfig
-    from cineprop.support import nearest, query_frames, select_support
+    from cineprop.support import nearest, outward_runs, query_frames, select_support
 
     assert BUNDLED_PRESENCE.exists() and BUNDLED_PRESENCE.stat().st_size < 2**20
-    assert SessionConfig().absent_above == 1.0                    # off by default in the session
-    above = 0.7                                                   # the opt-in (docs/model-card.md)
+    default = SessionConfig().carrier_options()
+    above = default["absent_above"]
+    assert (above, default["absent_below_match"], default["absent_outward"]) == (0.7, 0.6, True)
     check = Presence.load()
     scores = {True: [], False: []}                                # absent → absent probabilities
     for case in find_cases(sample_dir):
@@ -178,10 +206,14 @@ def test_bundled_presence_check_on_the_sample_cines(sample_dir):
             support = select_support(truth, strategy, 1)
             plain = DisPropagator(field, anchor=True).propagate(cine, support)
             emptied = DisPropagator(field, anchor=True, absent_above=above).propagate(cine, support)
+            session = DisPropagator(field, **{**default, "refine": False}).propagate(cine, support)
             for label in support.labels:
                 frames, queries = support.frames_of(label), query_frames(support, label)
                 crops = [(field.frame(i), field.moved(nearest(frames, i), i), plain.probabilities[label][:, :, i])
                          for i in queries]
+                outward = session.details["absent"][label]
+                assert set(outward) <= set(emptied.details["absent"][label])
+                assert outward == outward_runs(outward, frames, cine.num_frames)
                 for i, p in zip(queries, check.absent_probabilities(crops)):
                     gone = not (truth[:, :, i] == label).any()
                     scores[gone].append(p)

@@ -10,8 +10,8 @@ import pytest
 from cineprop.errors import SupportError
 from cineprop.metrics import (confidence_curve, dice, flagging_summary, hausdorff95, iou, score_label, summarise,
                               temporal_stability)
-from cineprop.support import (SupportSet, labels_from_probabilities, neighbours, query_frames, select_support,
-                              spread_frames)
+from cineprop.support import (SupportSet, labels_from_probabilities, neighbours, outward_runs, query_frames,
+                              select_support, spread_frames)
 
 
 def square(h, w, y, x, size):
@@ -139,6 +139,15 @@ def test_neighbours_and_combination():
     p2 = np.array([[[0.1]], [[0.4]], [[0.7]]], np.float32).reshape(3, 1, 1)
     out = labels_from_probabilities({1: p1, 3: p2})
     assert out.ravel().tolist() == [1, 0, 3]
+
+
+def test_outward_runs_reach_the_cines_end():
+    """Only judged runs that start at frame 0 or end at the last frame, outside the painted span."""
+    assert outward_runs([0, 1, 3, 8, 9], [2, 5], 10) == [0, 1, 8, 9]
+    assert outward_runs([1, 2, 7, 9], [4], 10) == [9]                  # frame 0 and 8 judged present
+    assert outward_runs([3, 4, 5, 6, 7], [2, 8], 9) == []              # between painted frames: never
+    assert outward_runs(range(10), [0], 10) == list(range(1, 10))
+    assert outward_runs([], [3], 6) == []
 
 
 def test_combining_labels_equals_argmax_over_the_stack():

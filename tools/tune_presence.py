@@ -3,7 +3,7 @@ the presence check off, the check judges every query label-frame, and thresholds
 
     python tools/tune_presence.py --cases DIR [--split-file CSV] [--split val|all] [--presence PT]
                                   [--support first] [--thresholds 0.3 0.4 0.5 0.6 0.7 0.8 0.9]
-                                  [--labels L ...] [--match-below 0.4 0.6 ...]
+                                  [--labels L ...] [--match-below 0.4 0.6 ...] [--outward]
 
 ``--cases``: a folder of ``ID.nii.gz`` + ``ID_label.nii.gz`` (ACDC ``sequences`` with its
 ``splits.csv``, or the smooth-motion tuning set of ``tools/make_smooth_set.py --tuning``; ``--split
@@ -15,7 +15,8 @@ present in the truth) and the mean Dice over the scored label-frames (as ``tools
 averages it), against the default without the check. ``--match-below M``: also with the check
 acting only on label-frames whose registration match with the painted frame
 (:func:`cineprop.baselines.registration_match`, what the carrier computed) is below ``M``;
-``--labels``: judge only these structures (a held-out check on the structure it never saw). The
+``--outward``: also with the carrier's ``absent_outward`` rule (only runs of emptied frames that reach
+the cine's end beyond the painted frames); ``--labels``: judge only these structures (a held-out check on the structure it never saw). The
 tuning sets are half of the choice: checks trained with one structure held out, judged on it (with
 ``--labels`` here, or ``cineprop evaluate --method dis --option anchor=true --option absent_above=T
 --option presence=PT --labels L``), are the other (they turned the check off by default:
@@ -37,18 +38,19 @@ from cineprop.methods import build_propagator
 from cineprop.metrics import dice
 from cineprop.refine import Presence
 from cineprop.session_config import SessionConfig
-from cineprop.support import nearest, query_frames, select_support
+from cineprop.support import nearest, outward_runs, query_frames, select_support
 
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 #: the session carrier's settings without the check (it judges what that carrier carries, refined or not)
 CARRIER = {**SessionConfig().carrier_options(), "absent_above": 1.0}
 
 
-def judge(cases, support: str, presence: Presence, labels=None) -> list[tuple[float, bool, bool, float, float]]:
+def judge(cases, support: str, presence: Presence, labels=None) -> list[tuple]:
     """Per query label-frame: ``(absent probability, structure absent in the truth, the default without
-    the check predicts it, that prediction's Dice, the carrier's registration match there)``."""
+    the check predicts it, that prediction's Dice, the carrier's registration match there, its
+    (cine, label) task number, frame, the label's painted frames, the cine's frame count)``."""
     model = build_propagator("model", options={"absent_above": "1"})
-    rows = []
+    rows, task = [], 0
     for case in cases:
         for cine, truth in load_labelled_cine(case.image, case.label)[1]:
             chosen = select_support(truth, support, 1, labels)
@@ -62,9 +64,25 @@ def judge(cases, support: str, presence: Presence, labels=None) -> list[tuple[fl
                 match = carried.details["match"][label]
                 for i, p in zip(queries, presence.absent_probabilities(crops)):
                     gone, pred = truth[:, :, i] == label, default.labels[:, :, i] == label
-                    rows.append((float(p), not gone.any(), bool(pred.any()), dice(pred, gone), float(match[i])))
+                    rows.append((float(p), not gone.any(), bool(pred.any()), dice(pred, gone), float(match[i]),
+                                 task, i, tuple(frames), cine.num_frames))
+                task += 1
         print(f"{case.id}: {len(rows)} label-frames", flush=True)
     return rows
+
+
+def outward(on: np.ndarray, rows: list[tuple]) -> np.ndarray:
+    """``on`` (the label-frames the check would empty) kept only where the carrier's ``absent_outward``
+    rule keeps them (:func:`cineprop.support.outward_runs`, per cine and label)."""
+    tasks: dict[int, list[int]] = {}
+    for k, row in enumerate(rows):
+        tasks.setdefault(row[5], []).append(k)
+    out = np.zeros_like(on)
+    for ks in tasks.values():
+        frames, t = rows[ks[0]][7], rows[ks[0]][8]
+        kept = set(outward_runs([rows[k][6] for k in ks if on[k]], frames, t))
+        out[ks] = [rows[k][6] in kept for k in ks]
+    return out
 
 
 def scored_mean(absent: np.ndarray, predicted: np.ndarray, dice_: np.ndarray) -> float:
@@ -85,23 +103,28 @@ def main() -> int:
     parser.add_argument("--labels", type=int, nargs="+", default=None, help="judge only these structures")
     parser.add_argument("--match-below", type=float, nargs="+", default=[],
                         help="also gate the check by the registration match (a table per value)")
+    parser.add_argument("--outward", action="store_true",
+                        help="also each row with the absent_outward rule (emptied runs must reach the cine's end)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cases = find_cases(args.cases, args.split_file, None if args.split == "all" else args.split)
     rows = judge(cases, args.support, Presence.load(args.presence), args.labels)
-    p, absent, predicted, before, match = (np.array(c) for c in zip(*rows))
+    p, absent, predicted, before, match = (np.array(c) for c in list(zip(*rows))[:5])
     base = scored_mean(absent, predicted, before)
     print(f"\n{len(rows)} query label-frames, {int(absent.sum())} with the structure absent; mean Dice of the "
           f"default without the check over the scored ones {base:.4f}\n")
-    print("| absent_above | match below | emptied | of them absent | present (their Dice) | mean Dice | change |")
-    print("|---|---|---|---|---|---|---|")
-    for gate in [math.inf] + args.match_below:        # inf: no gate, the carrier's absent_below_match default
-        for t in args.thresholds:
-            on = (p > t) & (match < gate)
-            mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
-            lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
-            print(f"| {t:g} | {'–' if gate == math.inf else f'{gate:g}'} | {int(on.sum())} | {int((on & absent).sum())} "
-                  f"| {int((on & ~absent).sum())} ({lost}) | {mean:.4f} | {mean - base:+.4f} |")
+    print("| absent_above | match below | outward | emptied | of them absent | present (their Dice) | mean Dice | change |")
+    print("|---|---|---|---|---|---|---|---|")
+    for rule in [False, True] if args.outward else [False]:
+        for gate in [math.inf] + args.match_below:        # inf: no gate, the carrier's absent_below_match default
+            for t in args.thresholds:
+                on = (p > t) & (match < gate)
+                on = outward(on, rows) if rule else on
+                mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
+                lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
+                print(f"| {t:g} | {'–' if gate == math.inf else f'{gate:g}'} | {'yes' if rule else '–'} | {int(on.sum())} "
+                      f"| {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) | {mean:.4f} "
+                      f"| {mean - base:+.4f} |")
     return 0
 
 

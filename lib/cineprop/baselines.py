@@ -30,7 +30,7 @@ from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.session_config import REFINE_BELOW, REFINE_STEP
 from cineprop.shots import certainty
-from cineprop.support import SupportSet, nearest, neighbours
+from cineprop.support import SupportSet, nearest, neighbours, outward_runs
 
 
 class CopyPropagator:
@@ -71,7 +71,7 @@ class WarpPropagator:
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
                  refine_below: float = REFINE_BELOW, refine_step: float = REFINE_STEP, absent_above: float = 1.0,
-                 absent_below_match: float = math.inf, presence: str | None = None):
+                 absent_below_match: float = math.inf, absent_outward: bool = False, presence: str | None = None):
         """Args: field: a precomputed field of the same cine (a session reuses its own);
         anchor: carry by anchored carrying (:meth:`cineprop.flow.Field.anchored`) instead of
         warping the previous frame's carried mask; refine: correct each carried mask with the
@@ -82,7 +82,9 @@ class WarpPropagator:
         absent_above: empty the carried mask on query frames where the presence check
         (:class:`cineprop.refine.Presence`, checkpoint ``presence``, ``None``: bundled) says the
         structure is absent with a probability above this (1: never), on the frames whose
-        registration match is below ``absent_below_match`` (``inf``: any); needs ``anchor``."""
+        registration match is below ``absent_below_match`` (``inf``: any), and with ``absent_outward``
+        only on frames out to the cine's end from the painted frames (:func:`outward_runs`); needs
+        ``anchor``."""
         self._field = field
         self.anchor = bool(anchor)
         if refine and not self.anchor:
@@ -99,6 +101,7 @@ class WarpPropagator:
             raise CinepropError(f"{self.name}: refine_step must be in [0, 1], got {refine_step}")
         self.absent_above = float(absent_above)
         self.absent_below_match = float(absent_below_match)
+        self.absent_outward = bool(absent_outward)
         self.presence = None
         if self.absent_above < 1.0:
             from cineprop.refine import Presence
@@ -175,20 +178,24 @@ class WarpPropagator:
                      match: dict[int, np.ndarray]) -> dict[int, list[int]]:
         """Empty, in place, each label's mask on the query frames the presence check says its structure
         left (absent probability above ``absent_above``, judged against the nearest painted frame), among
-        those whose registration ``match`` is below ``absent_below_match``; return those frames by label.
-        Their confidence stays that of the mask they had (the session's network–carrier agreement then
+        those whose registration ``match`` is below ``absent_below_match`` and, with ``absent_outward``,
+        only runs of such frames that reach the cine's end (:func:`outward_runs`); return those frames
+        by label. Their confidence stays that of the mask they had (the session's network–carrier agreement then
         flags them for review). Probabilities are kept, with a given field, by painted frame, frame and
         mask, so re-propagation judges only frames that changed."""
         out, kept = {}, {}
         for label in support.labels:
             frames, prob = support.frames_of(label), probabilities[label]
-            keys = {i: (nearest(frames, i), i, hash(prob[:, :, i].tobytes())) for i in range(prob.shape[2])
-                    if i not in support.masks[label] and match[label][i] < self.absent_below_match}
+            t = prob.shape[2]
+            judged = [i for i in range(t) if match[label][i] < self.absent_below_match and i not in frames]
+            judged = outward_runs(judged, frames, t) if self.absent_outward else judged   # only what can empty
+            keys = {i: (nearest(frames, i), i, hash(prob[:, :, i].tobytes())) for i in judged}
             todo = [key for key in keys.values() if key not in self._kept_absent and key not in kept]
             crops = [(field.frame(i), field.moved(painted, i), prob[:, :, i]) for painted, i, _ in todo]
             kept.update(zip(todo, self.presence.absent_probabilities(crops)))
             kept.update({key: self._kept_absent[key] for key in keys.values() if key in self._kept_absent})
-            out[label] = [i for i, key in keys.items() if kept[key] > self.absent_above]
+            absent = [i for i, key in keys.items() if kept[key] > self.absent_above]
+            out[label] = outward_runs(absent, frames, t) if self.absent_outward else absent
             prob[:, :, out[label]] = 0.0
         self._kept_absent = kept if self._field is not None else {}
         return out

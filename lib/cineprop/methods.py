@@ -48,6 +48,8 @@ class CarrierOptions:
             structure left the frame with a probability above this (1, the peers as a Slicer user has
             them: never); needs ``anchor``.
         absent_below_match: empty only frames whose registration match is below this (``inf``: any).
+        absent_outward: empty only runs of such frames that reach the cine's end beyond the painted
+            frames (:func:`cineprop.support.outward_runs`).
         presence: the presence checkpoint (``cineprop train-presence``); ``None``: the bundled one.
     """
 
@@ -58,6 +60,7 @@ class CarrierOptions:
     refine_step: float = REFINE_STEP
     absent_above: float = 1.0
     absent_below_match: float = math.inf
+    absent_outward: bool = False
     presence: str | None = None
 
 

@@ -210,3 +210,21 @@ def neighbours(frames: Sequence[int], t: int) -> tuple[int | None, int | None]:
     left = max((f for f in frames if f <= t), default=None)
     right = min((f for f in frames if f >= t), default=None)
     return left, right
+
+
+def outward_runs(judged: Iterable[int], painted: Sequence[int], t: int) -> list[int]:
+    """The frames of ``judged`` outside the span of the ``painted`` frames from which every frame out
+    to the cine's end (away from the painted frames) is in ``judged`` too, ascending.
+
+    The rule of a structure that leaves the cine and does not come back (the presence check's
+    ``absent_outward``): in a slice stack an organ ends once, beyond its first or last slice; a frame
+    between two painted frames, or one with a frame judged present farther out, keeps its mask.
+    """
+    judged = set(judged)
+    start = 0                                   # frames 0 .. start − 1: the judged run from frame 0
+    while start < min(painted) and start in judged:
+        start += 1
+    end = t                                     # frames end .. t − 1: the judged run to the last frame
+    while end - 1 > max(painted) and end - 1 in judged:
+        end -= 1
+    return list(range(start)) + list(range(end, t))

@@ -2,7 +2,7 @@
 the presence check off, the check judges every query label-frame, and thresholds are applied offline.
 
     python tools/tune_presence.py --cases DIR [--split-file CSV] [--split val|all] [--presence PT]
-                                  [--support first] [--thresholds 0.3 0.4 0.5 0.6 0.7 0.8 0.9]
+                                  [--support first] [--shots 1] [--thresholds 0.3 0.4 0.5 0.6 0.7 0.8 0.9]
                                   [--labels L ...] [--match-below 0.4 0.6 ...] [--outward]
 
 ``--cases``: a folder of ``ID.nii.gz`` + ``ID_label.nii.gz`` (ACDC ``sequences`` with its
@@ -45,7 +45,7 @@ THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 CARRIER = {**SessionConfig().carrier_options(), "absent_above": 1.0}
 
 
-def judge(cases, support: str, presence: Presence, labels=None) -> list[tuple]:
+def judge(cases, support: str, presence: Presence, labels=None, shots: int = 1) -> list[tuple]:
     """Per query label-frame: ``(absent probability, structure absent in the truth, the default without
     the check predicts it, that prediction's Dice, the carrier's registration match there, its
     (cine, label) task number, frame, the label's painted frames, the cine's frame count)``."""
@@ -53,7 +53,7 @@ def judge(cases, support: str, presence: Presence, labels=None) -> list[tuple]:
     rows, task = [], 0
     for case in cases:
         for cine, truth in load_labelled_cine(case.image, case.label)[1]:
-            chosen = select_support(truth, support, 1, labels)
+            chosen = select_support(truth, support, shots, labels)
             default = model.propagate(cine, chosen)
             field = DisPropagator().make_field(cine.frames)
             carried = DisPropagator(field, **CARRIER).propagate(cine, chosen)
@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--split", default="val", help="a split of the CSV, or 'all'")
     parser.add_argument("--presence", default=None, help="presence checkpoint (default: the bundled one)")
     parser.add_argument("--support", default="first", choices=["first", "middle"])
+    parser.add_argument("--shots", type=int, default=1, help="painted frames per structure")
     parser.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS)
     parser.add_argument("--labels", type=int, nargs="+", default=None, help="judge only these structures")
     parser.add_argument("--match-below", type=float, nargs="+", default=[],
@@ -108,7 +109,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cases = find_cases(args.cases, args.split_file, None if args.split == "all" else args.split)
-    rows = judge(cases, args.support, Presence.load(args.presence), args.labels)
+    rows = judge(cases, args.support, Presence.load(args.presence), args.labels, args.shots)
     p, absent, predicted, before, match = (np.array(c) for c in list(zip(*rows))[:5])
     base = scored_mean(absent, predicted, before)
     print(f"\n{len(rows)} query label-frames, {int(absent.sum())} with the structure absent; mean Dice of the "

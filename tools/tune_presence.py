@@ -15,12 +15,13 @@ present in the truth) and the mean Dice over the scored label-frames (as ``tools
 averages it), against the default without the check. ``--match-below M``: also with the check
 acting only on label-frames whose registration match with the painted frame
 (:func:`cineprop.baselines.registration_match`, what the carrier computed) is below ``M``;
-``--outward``: also with the carrier's ``absent_outward`` rule (only runs of emptied frames that reach
-the cine's end beyond the painted frames); ``--labels``: judge only these structures (a held-out check on the structure it never saw). The
-tuning sets are half of the choice: checks trained with one structure held out, judged on it (with
+``--outward``: also with the carrier's ``absent_outward`` rule (only runs of emptied frames that
+reach the cine's end beyond the painted frames); ``--labels``: judge only these structures (a
+held-out check on the structure it never saw); ``--shots``: painted frames per structure. The tuning
+sets are half of the choice: checks trained with one structure held out, judged on it (with
 ``--labels`` here, or ``cineprop evaluate --method dis --option anchor=true --option absent_above=T
---option presence=PT --labels L``), are the other (they turned the check off by default:
-docs/benchmarks.md, "The presence check on structures it never saw").
+--option presence=PT --labels L``), are the other (docs/benchmarks.md, "The presence check on
+structures it never saw" and "The presence check, only outward").
 """
 
 from __future__ import annotations
@@ -92,6 +93,25 @@ def scored_mean(absent: np.ndarray, predicted: np.ndarray, dice_: np.ndarray) ->
     return float(dice_[scored].mean())
 
 
+def print_table(rows: list[tuple], base: float, thresholds, gates, with_outward: bool) -> None:
+    """Per rule (every frame; with ``with_outward`` also outward runs only), gate (none, then each of
+    ``gates``) and threshold: emptied label-frames, of them absent / present, and the mean Dice."""
+    p, absent, predicted, before, match = (np.array(c) for c in list(zip(*rows))[:5])
+    print("| absent_above | match below | outward | emptied | of them absent | present (their Dice) | mean Dice "
+          "| change |")
+    print("|---|---|---|---|---|---|---|---|")
+    for rule in [False, True] if with_outward else [False]:
+        for gate in [math.inf] + list(gates):               # inf: no gate (absent_below_match=inf)
+            for t in thresholds:
+                on = (p > t) & (match < gate)
+                on = outward(on, rows) if rule else on
+                mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
+                lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
+                print(f"| {t:g} | {'–' if gate == math.inf else f'{gate:g}'} | {'yes' if rule else '–'} "
+                      f"| {int(on.sum())} | {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) "
+                      f"| {mean:.4f} | {mean - base:+.4f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", required=True)
@@ -110,22 +130,11 @@ def main() -> int:
     torch.set_num_threads(1)
     cases = find_cases(args.cases, args.split_file, None if args.split == "all" else args.split)
     rows = judge(cases, args.support, Presence.load(args.presence), args.labels, args.shots)
-    p, absent, predicted, before, match = (np.array(c) for c in list(zip(*rows))[:5])
+    _, absent, predicted, before, _ = (np.array(c) for c in list(zip(*rows))[:5])
     base = scored_mean(absent, predicted, before)
     print(f"\n{len(rows)} query label-frames, {int(absent.sum())} with the structure absent; mean Dice of the "
           f"default without the check over the scored ones {base:.4f}\n")
-    print("| absent_above | match below | outward | emptied | of them absent | present (their Dice) | mean Dice | change |")
-    print("|---|---|---|---|---|---|---|---|")
-    for rule in [False, True] if args.outward else [False]:
-        for gate in [math.inf] + args.match_below:        # inf: no gate, the carrier's absent_below_match default
-            for t in args.thresholds:
-                on = (p > t) & (match < gate)
-                on = outward(on, rows) if rule else on
-                mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
-                lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
-                print(f"| {t:g} | {'–' if gate == math.inf else f'{gate:g}'} | {'yes' if rule else '–'} | {int(on.sum())} "
-                      f"| {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) | {mean:.4f} "
-                      f"| {mean - base:+.4f} |")
+    print_table(rows, base, args.thresholds, args.match_below, args.outward)
     return 0
 
 

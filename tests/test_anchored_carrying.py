@@ -137,3 +137,26 @@ def test_registration_match_is_high_where_motion_explains_the_frame_and_low_wher
     match = result.propagate(Cine(frames), select_support(labels, "first")).details["match"][1]
     assert match.shape == (12,) and match[0] == 1.0
     assert match[1:8].min() > 0.8 and match[8:].max() < 0.65, np.round(match, 2)
+
+
+def test_between_painted_frames_the_chain_that_matches_leads():
+    """``match_weight``: frames 0–5 show one textured image, frames 6–7 another; the structure is
+    painted on frame 0 (a square) and frame 7 (a square elsewhere). On frame 4 the chain from frame 0
+    matches its frame (the same image) and the chain from frame 7 does not, so with ``match_weight``
+    the blend takes frame 0's square, by distance alone (weight 3/7 for frame 0) it takes neither."""
+    rng = np.random.default_rng(3)
+    one, two = (gaussian_filter(rng.random((64, 64)), 2.0) for _ in range(2))
+    frames = np.stack([one] * 6 + [two] * 2, axis=2).astype(np.float32)
+    labels = np.zeros((64, 64, 8), np.uint8)
+    labels[10:26, 10:26, 0] = 1
+    labels[38:54, 38:54, 7] = 1
+    cine, support = Cine(frames), select_support(labels, "first", shots=2)
+    square = labels[:, :, 0] == 1
+    by_distance = build_propagator("dis", anchor=True).propagate(cine, support)
+    by_match = build_propagator("dis", anchor=True, match_weight=4).propagate(cine, support)
+    from cineprop.metrics import dice
+
+    assert dice(by_match.labels[:, :, 4] == 1, square) > 0.9
+    assert dice(by_distance.labels[:, :, 4] == 1, square) < 0.5
+    with pytest.raises(CinepropError, match="needs anchor"):
+        build_propagator("dis", match_weight=4)

@@ -62,7 +62,8 @@ class WarpPropagator:
 
     Soft masks are warped (bilinear), so uncertainty shows as blur (``anchor``: each frame's mask is
     the painted mask warped once, see :func:`anchored_carry`); frames between two supports
-    blend both directions with weights ``(b − t)/(b − a)`` and ``(t − a)/(b − a)``. Confidence is
+    blend both directions with weights ``(b − t)/(b − a)`` and ``(t − a)/(b − a)`` (with
+    ``match_weight``, also by each direction's registration match: :meth:`_chain_weight`). Confidence is
     the Dice agreement of the two directions where both exist, else the crispness of the warped
     mask. Subclasses choose the field: optical flow or registration.
     """
@@ -71,7 +72,8 @@ class WarpPropagator:
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
                  refine_below: float = REFINE_BELOW, refine_step: float = REFINE_STEP, absent_above: float = 1.0,
-                 absent_below_match: float = math.inf, absent_outward: bool = False, presence: str | None = None):
+                 absent_below_match: float = math.inf, absent_outward: bool = False, presence: str | None = None,
+                 match_weight: float = 0.0):
         """Args: field: a precomputed field of the same cine (a session reuses its own);
         anchor: carry by anchored carrying (:meth:`cineprop.flow.Field.anchored`) instead of
         warping the previous frame's carried mask; refine: correct each carried mask with the
@@ -84,7 +86,8 @@ class WarpPropagator:
         structure is absent with a probability above this (1: never), on the frames whose
         registration match is below ``absent_below_match`` (``inf``: any), and with ``absent_outward``
         only on frames out to the cine's end from the painted frames (:func:`outward_runs`); needs
-        ``anchor``."""
+        ``anchor``; match_weight: between two painted frames, weigh each chain also by its
+        registration match to this power (:meth:`_chain_weight`; 0: by distance only); needs ``anchor``."""
         self._field = field
         self.anchor = bool(anchor)
         if refine and not self.anchor:
@@ -102,6 +105,10 @@ class WarpPropagator:
         self.absent_above = float(absent_above)
         self.absent_below_match = float(absent_below_match)
         self.absent_outward = bool(absent_outward)
+        self.match_weight = float(match_weight)
+        if self.match_weight and not self.anchor:
+            raise CinepropError(f"{self.name}: match_weight needs anchor=true (the registration match compares "
+                                "each frame with the painted frame moved by the anchored displacement)")
         self.presence = None
         if self.absent_above < 1.0:
             from cineprop.refine import Presence
@@ -130,7 +137,7 @@ class WarpPropagator:
         hashes = {(label, f): hash(m.tobytes()) for label in support.labels for f, m in support.masks[label].items()}
         painted = set((f, digest) for (_, f), digest in hashes.items())
         self._carried = {k: v for k, v in self._carried.items() if k[:2] in painted}    # forget old paint
-        probabilities = {}
+        probabilities, kept = {}, {}                            # kept: this run's registration matches
         confidence = np.zeros((len(support.labels), t), np.float32)
         for slot, label in enumerate(support.labels):
             frames = support.frames_of(label)
@@ -142,36 +149,53 @@ class WarpPropagator:
             for i in range(t):
                 a, b = neighbours(frames, i)
                 if a is not None and b is not None and a != b:
-                    wa = (b - i) / (b - a)
+                    wa = self._chain_weight(field, (a, b, i), forward[i], backward[i], kept)
                     prob[:, :, i] = wa * forward[i] + (1 - wa) * backward[i]
                     confidence[slot, i] = dice(forward[i] > 0.5, backward[i] > 0.5)
                 else:
                     prob[:, :, i] = forward[i] if a is not None else backward[i]
                     confidence[slot, i] = certainty(prob[:, :, i])
             probabilities[label] = prob
-        details = {"match": self._matches(field, support, probabilities)} if self.anchor else {}
+        details = {"match": self._matches(field, support, probabilities, kept)} if self.anchor else {}
+        self._kept_matches = kept if self._field is not None else {}
         if self.presence is not None:
             details["absent"] = self._drop_absent(field, support, probabilities, details["match"])
         return finish(probabilities, confidence.mean(axis=0), support, time.perf_counter() - start, details)
 
-    def _matches(self, field, support: SupportSet, probabilities: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    def _chain_weight(self, field, between: tuple[int, int, int], forward: np.ndarray, backward: np.ndarray,
+                      kept: dict) -> float:
+        """The weight of the forward chain (from painted frame ``a``) at frame ``i`` between painted
+        frames ``a < i < b`` (``between``): by distance, ``(b − i)/(b − a)``, and with ``match_weight``
+        ``k`` > 0 also by each chain's registration match with its painted frame, ``max(match, 0.01)^k``:
+        the chain whose painted frame, moved onto frame ``i``, matches it better leads."""
+        a, b, i = between
+        wa = (b - i) / (b - a)
+        if self.match_weight == 0:
+            return wa
+        ma = max(self._match(field, a, i, forward, kept), 0.01) ** self.match_weight
+        mb = max(self._match(field, b, i, backward, kept), 0.01) ** self.match_weight
+        return wa * ma / (wa * ma + (1 - wa) * mb)
+
+    def _match(self, field, painted: int, i: int, carried: np.ndarray, kept: dict) -> float:
+        """:func:`registration_match` of frame ``i`` with ``painted`` around ``carried`` (``H×W``), kept
+        in ``kept`` (and, with a given field, across runs) by painted frame, frame and band, so
+        re-propagation recomputes only the frames whose band changed."""
+        band = match_band(carried)
+        key = (painted, i, hash(band.tobytes()))
+        if key not in kept:
+            kept[key] = (self._kept_matches[key] if key in self._kept_matches
+                         else registration_match(field, painted, i, band))
+        return kept[key]
+
+    def _matches(self, field, support: SupportSet, probabilities: dict[int, np.ndarray],
+                 kept: dict) -> dict[int, np.ndarray]:
         """Per label, the ``T`` :func:`registration_match` of each frame with its nearest painted frame
-        (kept, with a given field, by painted frame, frame and band, so re-propagation recomputes
-        only the frames whose band changed)."""
-        out, kept = {}, {}
+        (:meth:`_match`)."""
+        out = {}
         for label in support.labels:
-            frames = support.frames_of(label)
-            match = np.ones(probabilities[label].shape[2], np.float32)
-            for i in range(match.size):
-                painted = nearest(frames, i)
-                band = match_band(probabilities[label][:, :, i])
-                key = (painted, i, hash(band.tobytes()))
-                if key not in kept:
-                    kept[key] = (self._kept_matches.get(key) if key in self._kept_matches
-                                 else registration_match(field, painted, i, band))
-                match[i] = kept[key]
-            out[label] = match
-        self._kept_matches = kept if self._field is not None else {}
+            frames, prob = support.frames_of(label), probabilities[label]
+            out[label] = np.array([self._match(field, nearest(frames, i), i, prob[:, :, i], kept)
+                                   for i in range(prob.shape[2])], np.float32)
         return out
 
     def _drop_absent(self, field, support: SupportSet, probabilities: dict[int, np.ndarray],

@@ -50,6 +50,8 @@ class CarrierOptions:
         absent_below_match: empty only frames whose registration match is below this (``inf``: any).
         absent_outward: empty only runs of such frames that reach the cine's end beyond the painted
             frames (:func:`cineprop.support.outward_runs`).
+        match_weight: between two painted frames, weigh each carried chain also by its registration
+            match to this power (0, the peers as a Slicer user has them: by distance only); needs ``anchor``.
         presence: the presence checkpoint (``cineprop train-presence``); ``None``: the bundled one.
     """
 
@@ -62,6 +64,7 @@ class CarrierOptions:
     absent_below_match: float = math.inf
     absent_outward: bool = False
     presence: str | None = None
+    match_weight: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,14 @@ class SessionConfig:
             the smooth-motion tuning set is unchanged (``tools/tune_presence.py --outward``;
             docs/benchmarks.md, "The presence check, only outward").
         presence: the presence checkpoint for ``absent_above`` (``None``: the bundled one).
+        match_weight: between two painted frames the carrier blends the chain carried from each by
+            distance and, to this power, by each chain's registration match with its painted frame
+            (:meth:`cineprop.baselines.WarpPropagator._chain_weight`; 0: by distance only). 4: with 3
+            painted frames the default scores 0.7996 / 0.8073 / 0.8087 / 0.8113 / 0.8105 on ACDC val
+            at 0 / 1 / 2 / 4 / 8 and 0.97265 / 0.97274 / 0.97279 / 0.97299 / 0.97318 on the
+            smooth-motion tuning set: the largest gain on val among values that lose nothing on the
+            smooth set (the rule that chose ``absent_above`` first; docs/benchmarks.md, "Between
+            painted frames: the chain that matches leads").
     """
 
     memory: bool = True
@@ -110,6 +118,7 @@ class SessionConfig:
     absent_below_match: float = 0.6
     absent_outward: bool = True
     presence: str | None = None
+    match_weight: float = 4.0
 
     def carrier_options(self) -> dict[str, Any]:
         """The keyword arguments of the session's carrier (:class:`cineprop.baselines.WarpPropagator`):
@@ -117,7 +126,8 @@ class SessionConfig:
         return {"anchor": self.anchor_carrier, "refine": self.refine_carrier, "refiner": self.refiner,
                 "refine_below": self.refine_below, "refine_step": self.refine_step,
                 "absent_above": self.absent_above, "absent_below_match": self.absent_below_match,
-                "absent_outward": self.absent_outward, "presence": self.presence}
+                "absent_outward": self.absent_outward, "presence": self.presence,
+                "match_weight": self.match_weight}
 
     def with_options(self, options: Mapping[str, Any]) -> "SessionConfig":
         """A copy with ``options`` applied, strings (``"0.3"``, ``"false"``) converted (:mod:`cineprop.options`)."""

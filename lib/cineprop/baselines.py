@@ -167,7 +167,8 @@ class WarpPropagator:
         """The weight of the forward chain (from painted frame ``a``) at frame ``i`` between painted
         frames ``a < i < b`` (``between``): by distance, ``(b − i)/(b − a)``, and with ``match_weight``
         ``k`` > 0 also by each chain's registration match with its painted frame, ``max(match, 0.01)^k``:
-        the chain whose painted frame, moved onto frame ``i``, matches it better leads."""
+        the chain whose painted frame, moved onto frame ``i``, matches it better leads. A chain whose
+        mask is (almost) empty has match 1 (:func:`registration_match`'s convention)."""
         a, b, i = between
         wa = (b - i) / (b - a)
         if self.match_weight == 0:

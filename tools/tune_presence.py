@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,10 +47,26 @@ THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 CARRIER = {**SessionConfig().carrier_options(), "absent_above": 1.0}
 
 
-def judge(cases, support: str, presence: Presence, labels=None, shots: int = 1) -> list[tuple]:
-    """Per query label-frame: ``(absent probability, structure absent in the truth, the default without
-    the check predicts it, that prediction's Dice, the carrier's registration match there, its
-    (cine, label) task number, frame, the label's painted frames, the cine's frame count)``."""
+class Judged(NamedTuple):
+    """One query label-frame as the check judged it."""
+
+    p: float                      # the check's absent probability
+    absent: bool                  # the structure is absent from the truth
+    predicted: bool               # the default without the check predicts it
+    dice: float                   # that prediction's Dice
+    match: float                  # the carrier's registration match there
+    task: int                     # its (cine, label) number
+    frame: int
+    painted: tuple[int, ...]      # the label's painted frames
+    frames: int                   # the cine's frame count
+
+
+def column(rows: list[Judged], name: str) -> np.ndarray:
+    return np.array([getattr(row, name) for row in rows])
+
+
+def judge(cases, support: str, presence: Presence, labels=None, shots: int = 1) -> list[Judged]:
+    """Every query label-frame of ``cases`` (:class:`Judged`)."""
     model = build_propagator("model", options={"absent_above": "1"})
     rows, task = [], 0
     for case in cases:
@@ -65,24 +82,24 @@ def judge(cases, support: str, presence: Presence, labels=None, shots: int = 1) 
                 match = carried.details["match"][label]
                 for i, p in zip(queries, presence.absent_probabilities(crops)):
                     gone, pred = truth[:, :, i] == label, default.labels[:, :, i] == label
-                    rows.append((float(p), not gone.any(), bool(pred.any()), dice(pred, gone), float(match[i]),
-                                 task, i, tuple(frames), cine.num_frames))
+                    rows.append(Judged(float(p), not gone.any(), bool(pred.any()), dice(pred, gone), float(match[i]),
+                                       task, i, tuple(frames), cine.num_frames))
                 task += 1
         print(f"{case.id}: {len(rows)} label-frames", flush=True)
     return rows
 
 
-def outward(on: np.ndarray, rows: list[tuple]) -> np.ndarray:
+def outward(on: np.ndarray, rows: list[Judged]) -> np.ndarray:
     """``on`` (the label-frames the check would empty) kept only where the carrier's ``absent_outward``
     rule keeps them (:func:`cineprop.support.outward_runs`, per cine and label)."""
     tasks: dict[int, list[int]] = {}
     for k, row in enumerate(rows):
-        tasks.setdefault(row[5], []).append(k)
+        tasks.setdefault(row.task, []).append(k)
     out = np.zeros_like(on)
     for ks in tasks.values():
-        frames, t = rows[ks[0]][7], rows[ks[0]][8]
-        kept = set(outward_runs([rows[k][6] for k in ks if on[k]], frames, t))
-        out[ks] = [rows[k][6] in kept for k in ks]
+        first = rows[ks[0]]
+        kept = set(outward_runs([rows[k].frame for k in ks if on[k]], first.painted, first.frames))
+        out[ks] = [rows[k].frame in kept for k in ks]
     return out
 
 
@@ -93,10 +110,10 @@ def scored_mean(absent: np.ndarray, predicted: np.ndarray, dice_: np.ndarray) ->
     return float(dice_[scored].mean())
 
 
-def print_table(rows: list[tuple], base: float, thresholds, gates, with_outward: bool) -> None:
+def print_table(rows: list[Judged], base: float, thresholds, gates, with_outward: bool) -> None:
     """Per rule (every frame; with ``with_outward`` also outward runs only), gate (none, then each of
     ``gates``) and threshold: emptied label-frames, of them absent / present, and the mean Dice."""
-    p, absent, predicted, before, match = (np.array(c) for c in list(zip(*rows))[:5])
+    p, absent, predicted, before, match = (column(rows, name) for name in ("p", "absent", "predicted", "dice", "match"))
     print("| absent_above | match below | outward | emptied | of them absent | present (their Dice) | mean Dice "
           "| change |")
     print("|---|---|---|---|---|---|---|---|")
@@ -130,7 +147,7 @@ def main() -> int:
     torch.set_num_threads(1)
     cases = find_cases(args.cases, args.split_file, None if args.split == "all" else args.split)
     rows = judge(cases, args.support, Presence.load(args.presence), args.labels, args.shots)
-    _, absent, predicted, before, _ = (np.array(c) for c in list(zip(*rows))[:5])
+    absent, predicted, before = (column(rows, name) for name in ("absent", "predicted", "dice"))
     base = scored_mean(absent, predicted, before)
     print(f"\n{len(rows)} query label-frames, {int(absent.sum())} with the structure absent; mean Dice of the "
           f"default without the check over the scored ones {base:.4f}\n")

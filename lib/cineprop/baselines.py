@@ -332,6 +332,14 @@ class DisPropagator(FlowPropagator):
     flow_method = "dis"
 
 
+class DisFinePropagator(FlowPropagator):
+    """``dis_fine``: DIS down to full resolution (:data:`cineprop.flow.DIS_SETTINGS`), slower and
+    more accurate on long chains than ``dis``."""
+
+    name = "dis_fine"
+    flow_method = "dis_fine"
+
+
 class DemonsPropagator(WarpPropagator):
     """``demons``: SimpleITK fast symmetric-forces demons registration frame to frame."""
 
@@ -386,4 +394,5 @@ class ElastixPropagator(WarpPropagator):
 
 #: Field-based methods by name: what a model session may blend with (``SessionConfig.flow_method``).
 CARRIERS: dict[str, type[WarpPropagator]] = {
-    cls.name: cls for cls in (FlowPropagator, DisPropagator, DemonsPropagator, SynPropagator, ElastixPropagator)}
+    cls.name: cls for cls in (FlowPropagator, DisPropagator, DisFinePropagator, DemonsPropagator, SynPropagator,
+                               ElastixPropagator)}

@@ -20,17 +20,29 @@ from cineprop.transforms import to_uint8
 FARNEBACK = dict(pyr_scale=0.5, levels=4, winsize=21, iterations=4, poly_n=7, poly_sigma=1.5, flags=0)
 
 
-#: Flow algorithms by name. DIS (Kroeger et al., ECCV 2016) at its MEDIUM preset: patch search on a
-#: coarse-to-fine pyramid plus variational refinement; a few ms per 256² pair, sharper at edges.
-FLOW_METHODS = ("farneback", "dis")
+#: DIS (Kroeger et al., ECCV 2016) settings by flow method name, on top of OpenCV's MEDIUM preset
+#: (patch search on a coarse-to-fine pyramid plus variational refinement; a few ms per 256² pair,
+#: sharper at edges than Farnebäck). ``dis``: the preset as is (finest level at half resolution,
+#: 8-px patches every 3 px, 5 refinement iterations). ``dis_fine``: down to full resolution with
+#: 16-px patches every 8 px and 10 refinement iterations, about 5× the time per pair; chosen on ACDC
+#: val and the smooth-motion tuning set (docs/benchmarks.md, "A finer DIS carrier").
+DIS_SETTINGS: dict[str, dict[str, int]] = {
+    "dis": {},
+    "dis_fine": dict(FinestScale=0, PatchSize=16, PatchStride=8, VariationalRefinementIterations=10),
+}
+
+#: Flow algorithms by name.
+FLOW_METHODS = ("farneback", *DIS_SETTINGS)
 
 
 def dense_flow(target: np.ndarray, source: np.ndarray, method: str = "farneback") -> np.ndarray:
     """Flow from ``target`` to ``source`` (both ``H×W`` uint8): ``H×W×2`` float32 (dx, dy)."""
     if method == "farneback":
         return cv2.calcOpticalFlowFarneback(target, source, None, **FARNEBACK)
-    if method == "dis":
+    if method in DIS_SETTINGS:
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        for setting, value in DIS_SETTINGS[method].items():
+            getattr(dis, f"set{setting}")(value)
         return dis.calc(target, source, None)
     raise CinepropError(f"unknown flow method {method!r}; choose one of {', '.join(FLOW_METHODS)}")
 

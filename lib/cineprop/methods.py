@@ -108,6 +108,8 @@ _REGISTRY: dict[str, Method] = {
                    "warp the nearest support masks with dense optical flow (baseline)"),
     "dis": Method("cineprop.baselines:DisPropagator", _CARRIER,
                   "as flow, with OpenCV DIS optical flow (peer baseline)"),
+    "dis_fine": Method("cineprop.baselines:DisFinePropagator", _CARRIER,
+                       "as dis, down to full resolution: slower, more accurate on long chains"),
     "demons": Method("cineprop.baselines:DemonsPropagator", _CARRIER,
                      "carry the nearest support masks with SimpleITK demons registration (peer baseline)"),
     "syn": Method("cineprop.baselines:SynPropagator", _CARRIER,

@@ -49,9 +49,12 @@ class SessionConfig:
             network that is confidently wrong ties the carrier and flips the pixel; that drift cost
             0.13 Dice on smooth motion). Only 0.9 is at or above the carrier alone on both.
         flow_method: the method that carries the painted masks for the blend: ``flow`` (Farnebäck),
-            ``dis``, ``demons``, ``syn`` or ``elastix`` (:data:`cineprop.baselines.CARRIERS`). ``dis``:
-            on the 20 ACDC val cines (first frame, weight 0.5) the blend scored 0.686 against 0.655 with
-            Farnebäck and 0.615 with demons, better on 16 cines, worse on 2 (docs/benchmarks.md).
+            ``dis``, ``dis_fine``, ``demons``, ``syn`` or ``elastix`` (:data:`cineprop.baselines.CARRIERS`).
+            ``dis``: on the 20 ACDC val cines (first frame, weight 0.5) the blend scored 0.686 against
+            0.655 with Farnebäck and 0.615 with demons, better on 16 cines, worse on 2
+            (docs/benchmarks.md). ``dis_fine`` (full-resolution DIS) is the accurate mode: +0.012 on
+            val and the smooth tuning set with first-frame support, none with short chains, half the
+            speed ("A finer DIS carrier").
         anchor_carrier: the carrier carries by anchored carrying (:meth:`cineprop.flow.Field.anchored`:
             every frame's displacement checked against the painted frame), which stops the drift of
             frame-by-frame warping on long cines (docs/benchmarks.md, "Anchored carrying").

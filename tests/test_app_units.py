@@ -15,6 +15,7 @@ from servers import APP_DIR
 from cineprop import methods
 from cineprop.baselines import CopyPropagator
 from cineprop.errors import CheckpointError
+from cineprop.session_config import SessionConfig
 
 
 @pytest.fixture
@@ -76,7 +77,8 @@ def test_settings_defaults_and_fallback(app_lib):
 
 
 @pytest.mark.parametrize("conf, key", [({"method": "model"}, "method"), ({"flag_threshold": "2"}, "flag_threshold"),
-                                       ({"relearn_steps": "-1"}, "relearn_steps"), ({"preload": "maybe"}, "preload")])
+                                       ({"relearn_steps": "-1"}, "relearn_steps"), ({"preload": "maybe"}, "preload"),
+                                       ({"flow_method": "farneback"}, "flow_method")])
 def test_bad_conf_names_the_key(app_lib, conf, key):
     settings = app_lib("lib.configs.settings")
     with pytest.raises(settings.SettingsError, match=f"--conf {key}"):
@@ -126,9 +128,22 @@ def test_explicit_checkpoint_and_option_checks(app_lib, checkpointed_method, tmp
         service_module.PropagationService(missing, tmp_path).propagator()
     with pytest.raises(settings.SettingsError, match="--conf checkpoint: method 'flow' takes no checkpoint"):
         service_module.PropagationService(settings.AppSettings(method="flow", checkpoint=tmp_path / "x.pt"), tmp_path)
+    with pytest.raises(settings.SettingsError, match="--conf flow_method: method 'copy' takes no flow_method"):
+        service_module.PropagationService(settings.AppSettings.from_conf(
+            {"method": "copy", "flow_method": "dis_fine"}, ["copy"]), tmp_path)
     flow = service_module.PropagationService(settings.AppSettings(method="flow"), tmp_path)
     (tmp_path / settings.PUBLISHED_CHECKPOINT).write_bytes(b"ignored by flow")
     assert flow.checkpoint() is None and flow.describe() == {"method": "flow", "checkpoint": None, "note": None}
+
+
+def test_conf_flow_method_reaches_the_model_session(app_lib, tmp_path):
+    """``--conf flow_method dis_fine`` (the accurate mode) is the carrier of the served model's sessions;
+    without it the session default."""
+    settings = app_lib("lib.configs.settings")
+    service_module = app_lib("lib.service")
+    for conf, carrier in (({"flow_method": "dis_fine"}, "dis_fine"), ({}, SessionConfig().flow_method)):
+        s = settings.AppSettings.from_conf({"method": "model", **conf}, ["model"])
+        assert service_module.PropagationService(s, tmp_path).propagator().config.flow_method == carrier
 
 
 def test_default_method_without_weights_falls_back_until_a_checkpoint_is_published(app_lib, checkpointed_method,

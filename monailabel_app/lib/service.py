@@ -33,7 +33,7 @@ from lib.session_cache import SessionCache, image_stamp
 logger = logging.getLogger(__name__)
 
 #: build_propagator option → the ``--conf`` key that sets it.
-_OPTION_KEYS = {"checkpoint": "checkpoint", "device": "device", "steps": "relearn_steps"}
+_OPTION_KEYS = {"checkpoint": "checkpoint", "device": "device", "steps": "relearn_steps", "flow_method": "flow_method"}
 
 
 def _cine_report(r: CineResult, threshold: float) -> dict:
@@ -74,7 +74,8 @@ class PropagationService:
         self.settings = settings
         self.model_dir = Path(model_dir)
         accepted = accepted_options(settings.method)  # imports the method's options module only
-        given = {"checkpoint": settings.checkpoint, "device": settings.device, "steps": settings.relearn_steps}
+        given = {"checkpoint": settings.checkpoint, "device": settings.device, "steps": settings.relearn_steps,
+                 "flow_method": settings.flow_method}
         for option, value in given.items():
             if value is not None and option not in accepted:
                 raise SettingsError(f"--conf {_OPTION_KEYS[option]}: method {settings.method!r} takes no {option}")
@@ -119,7 +120,7 @@ class PropagationService:
 
     def _build(self, method: str, key: tuple | None) -> Propagator:
         given = {"checkpoint": key[0] if key else None, "device": self.settings.device,
-                 "steps": self.settings.relearn_steps}
+                 "steps": self.settings.relearn_steps, "flow_method": self.settings.flow_method}
         # the fallback method may take fewer settings than the configured one: it ignores the others
         options = method_options(method, given, ignore_unknown=True)
         start = time.perf_counter()

@@ -41,6 +41,9 @@ CONF_KEYS: dict[str, str] = {
                   "weights. Reloaded when the file changes",
     "device": "torch device for learned methods, e.g. cpu or cuda:0 (default: the method's, cpu)",
     "relearn_steps": "test-time relearning steps per cine for the 'relearn' method (default: the method's)",
+    "flow_method": "the registration carrier of the model's flow blend (default: the method's, dis); dis_fine is "
+                   "the accurate mode (full-resolution DIS: more accurate on long cines, about half the speed; "
+                   "docs/benchmarks.md)",
     "flag_threshold": "frames with confidence below this (0..1) are flagged for review (default 0.5)",
     "support_tags": "comma-separated datastore label tags searched for a saved support when a request "
                     f"uploads none (default {','.join(DEFAULT_SUPPORT_TAGS)})",
@@ -113,6 +116,17 @@ def parse_int(value: Any, name: str, low: int = 0, error: type[ValueError] = Req
     return int(number)
 
 
+def parse_carrier(value: str | None) -> str | None:
+    """``--conf flow_method``: one of the carriers a model session may blend with, or ``None``."""
+    if value is None:
+        return None
+    from cineprop.baselines import CARRIERS
+
+    if value not in CARRIERS:
+        raise SettingsError(f"--conf flow_method {value!r}: choose one of {', '.join(CARRIERS)}")
+    return value
+
+
 def parse_frames(value: Any, name: str = "support_frames") -> tuple[int, ...] | None:
     """Frame indices: a list, one int, or a string ``"0,5"``/``"0 5"``; empty or ``None`` → ``None`` (all)."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -153,6 +167,7 @@ class AppSettings:
         checkpoint: explicit checkpoint file, or ``None`` (bundled); a published ``model/cineprop.pt`` wins.
         device: torch device for learned methods, ``None`` for the method's default.
         relearn_steps: relearning steps (``steps`` option) for methods that take it.
+        flow_method: the carrier of the flow blend (``flow_method`` option), ``None`` for the method's.
         flag_threshold: default confidence threshold under which frames are flagged.
         support_tags: datastore tags searched for a saved support, in order.
         labels: names of label values 1..N (may be empty).
@@ -169,6 +184,7 @@ class AppSettings:
     checkpoint: Path | None = None
     device: str | None = None
     relearn_steps: int | None = None
+    flow_method: str | None = None
     flag_threshold: float = 0.5
     support_tags: tuple[str, ...] = DEFAULT_SUPPORT_TAGS
     labels: tuple[str, ...] = ()
@@ -216,6 +232,7 @@ class AppSettings:
             checkpoint=checkpoint,
             device=get("device"),
             relearn_steps=parse_int(steps, "--conf relearn_steps", 0, SettingsError) if steps else None,
+            flow_method=parse_carrier(get("flow_method")),
             flag_threshold=(parse_float(threshold, "--conf flag_threshold", 0.0, 1.0, SettingsError)
                             if threshold else 0.5),
             support_tags=tags or DEFAULT_SUPPORT_TAGS,

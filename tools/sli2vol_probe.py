@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -32,7 +33,9 @@ from tqdm import tqdm
 from cineprop.baselines import DisPropagator, WarpPropagator
 from cineprop.evaluate import evaluate, find_cases
 from cineprop.flow import Field
+from cineprop.propagation import finish
 from cineprop.smooth_motion import SmoothMotion, animate
+from cineprop.support import nearest
 from cineprop.transforms import to_uint8
 from cineprop.training.data import IMAGE_SETS, load_cine_set, load_image_set, read_split
 
@@ -168,13 +171,45 @@ class CorrespondencePropagator(WarpPropagator):
         return CorrespondenceField(frames, self.encoder)
 
 
+class AffinityPropagator:
+    """Sli2Vol's own carrying: each frame's mask is the previous frame's, copied through the learned
+    affinity (``A m``: every pixel a weighted mean of the window's mask values), from the nearest
+    painted frame; at ``SIZE``² and resized to the cine. No drift check."""
+
+    name = "sli2vol affinity"
+
+    def __init__(self, encoder: Encoder):
+        self.encoder = encoder
+
+    @torch.no_grad()
+    def propagate(self, cine, support):
+        start = time.perf_counter()
+        h, w, t = cine.shape
+        frames8 = to_uint8(cine.frames)
+        small = lambda a: torch.from_numpy(  # noqa: E731
+            cv2.resize(a.astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_AREA)[None, None])
+        features = [self.encoder(small(frames8[:, :, i] / 255.0)) for i in range(t)]
+        probabilities = {}
+        for label in support.labels:
+            prob = np.zeros((h, w, t), np.float32)
+            carried = {}                                        # (painted frame, frame) → 1×1×S×S
+            for i in sorted(range(t), key=lambda f: abs(f - nearest(support.frames_of(label), f))):
+                painted = nearest(support.frames_of(label), i)
+                step = 1 if i > painted else -1
+                carried[painted, i] = (small(support.masks[label][painted]) if i == painted else
+                                       reconstruct(affinity(features[i], features[i - step]), carried[painted, i - step]))
+                prob[:, :, i] = cv2.resize(carried[painted, i][0, 0].numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
+            probabilities[label] = prob
+        return finish(probabilities, np.ones(t, np.float32), support, time.perf_counter() - start)
+
+
 def score(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     encoder = Encoder()
     encoder.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["encoder"])
     encoder.eval()
     cases = find_cases(args.cases, args.split_file, args.split)[: args.limit]
-    rows = [("sli2vol", CorrespondencePropagator(encoder)), ("sli2vol anchored", CorrespondencePropagator(encoder, anchor=True)),
+    rows = [("sli2vol affinity", AffinityPropagator(encoder)), ("sli2vol", CorrespondencePropagator(encoder)), ("sli2vol anchored", CorrespondencePropagator(encoder, anchor=True)),
             ("dis", DisPropagator()), ("dis anchored", DisPropagator(anchor=True))]
     print("| carrier | mean Dice | Dice per label | s/frame |\n|---|---|---|---|")
     for name, propagator in rows:

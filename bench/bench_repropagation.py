@@ -60,14 +60,15 @@ def one_study(server, studies: Path, image_id: str, args, seed: int) -> list[dic
     return rows
 
 
-def check_equal(rows: list[dict], studies: Path, image_id: str, method: str) -> float:
-    """Fraction of voxels where the last re-propagation differs from a fresh local propagation."""
+def check_equal(rows: list[dict], studies: Path, image_id: str, method: str, options: dict) -> float:
+    """Fraction of voxels where the last re-propagation differs from a fresh local propagation
+    (``method`` built with ``options``, as the server built it)."""
     from cineprop.io import load_cines
     from cineprop.methods import build_propagator
     from cineprop.support import SupportSet
 
     _, (cine,) = load_cines(studies / f"{image_id}.nii.gz")
-    fresh = build_propagator(method).propagate(cine, SupportSet.from_labels(rows[-1]["support"]))
+    fresh = build_propagator(method, **options).propagate(cine, SupportSet.from_labels(rows[-1]["support"]))
     return float(np.mean(fresh.labels != rows[-1]["labels"]))
 
 
@@ -78,21 +79,24 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--speed", type=float, default=0.25, help="drift of the shapes (pixels per frame at 64²)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--flow-method", default=None, help="--conf flow_method of the app (e.g. dis_fine)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    conf = {"method": args.method, **({"flow_method": args.flow_method} if args.flow_method else {})}
     with tempfile.TemporaryDirectory(prefix="cineprop-repropagate-") as tmp:
         studies = Path(tmp) / "studies"
         studies.mkdir()
         for r in range(args.repeats):          # before the server starts: its datastore lists them at start-up
             synthetic_study(studies, f"cine{r}", args.size, args.size, args.frames, seed=r, speed=args.speed)
-        server = start_server(studies, conf={"method": args.method}, log_path=Path(tmp) / "server.log")
+        server = start_server(studies, conf=conf, log_path=Path(tmp) / "server.log")
         try:
             runs = [one_study(server, studies, f"cine{r}", args, seed=r) for r in range(args.repeats)]
         finally:
             server.stop()
-        differ = [check_equal(rows, studies, f"cine{r}", args.method) for r, rows in enumerate(runs)]
+        options = {"flow_method": args.flow_method} if args.flow_method else {}
+        differ = [check_equal(rows, studies, f"cine{r}", args.method, options) for r, rows in enumerate(runs)]
     med = {k: [statistics.median(rows[i][k] for rows in runs) for i in range(3)] for k in ("seconds", "propagate")}
-    report = {"method": args.method, "frames": args.frames, "size": args.size, "repeats": args.repeats,
+    report = {"method": args.method, "conf": conf, "frames": args.frames, "size": args.size, "repeats": args.repeats,
               "http_seconds": med["seconds"], "propagate_seconds": med["propagate"],
               "ratio_http": [s / med["seconds"][0] for s in med["seconds"]],
               "ratio_propagate": [s / med["propagate"][0] for s in med["propagate"]],

@@ -41,7 +41,7 @@ def test_names_each_method_accepts():
 @pytest.mark.parametrize("name, settings, message", [
     ("copy", {"checkpoint": "x.pt"}, r"unknown copy option\(s\) checkpoint: .* it takes none"),
     ("flow", {"checkpoint": "x.pt"},
-     r"unknown flow option\(s\) checkpoint: .* it takes absent_above, absent_below_match, absent_outward, anchor, match_weight"),
+     r"unknown flow option\(s\) checkpoint: .* it takes absent_above, absent_below_match, absent_outward, anchor, box, match_weight"),
     ("model", {"lambda_w": "0"}, r"unknown model option\(s\) lambda_w: method 'model' does not take options by "
                                  r"these names; it takes .*flow_weight"),
     ("model", {"max_shots": "2.5"}, r"model option max_shots='2.5': expected int"),

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from cineprop.errors import CinepropError
-from cineprop.flow import FlowField, warp
+from cineprop.flow import FlowField, flow_box, warp
 from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
@@ -69,11 +69,12 @@ class WarpPropagator:
     """
 
     name = "warp"
+    boxable = False                 # whether make_field takes a box (:func:`cineprop.flow.flow_box`)
 
     def __init__(self, field=None, anchor: bool = False, refine: bool = False, refiner: str | None = None,
                  refine_below: float = REFINE_BELOW, refine_step: float = REFINE_STEP, absent_above: float = 1.0,
                  absent_below_match: float = math.inf, absent_outward: bool = False, presence: str | None = None,
-                 match_weight: float = 0.0):
+                 match_weight: float = 0.0, box: bool = False):
         """Args: field: a precomputed field of the same cine (a session reuses its own);
         anchor: carry by anchored carrying (:meth:`cineprop.flow.Field.anchored`) instead of
         warping the previous frame's carried mask; refine: correct each carried mask with the
@@ -87,7 +88,12 @@ class WarpPropagator:
         registration match is below ``absent_below_match`` (``inf``: any), and with ``absent_outward``
         only on frames out to the cine's end from the painted frames (:func:`outward_runs`); needs
         ``anchor``; match_weight: between two painted frames, weigh each chain also by its
-        registration match to this power (:meth:`_chain_weight`; 0: by distance only); needs ``anchor``."""
+        registration match to this power (:meth:`_chain_weight`; 0: by distance only); needs ``anchor``;
+        box: compute the field only in a box around the painted masks (:func:`cineprop.flow.flow_box`;
+        optical-flow carriers only; a given field keeps its own)."""
+        if box and not self.boxable:
+            raise CinepropError(f"{self.name}: box=true needs an optical-flow carrier (flow, dis, dis_fine)")
+        self.box = bool(box)
         self._field = field
         self.anchor = bool(anchor)
         if refine and not self.anchor:
@@ -123,9 +129,13 @@ class WarpPropagator:
         self._kept_matches: dict[tuple[int, int, int], float] = {}     # (painted frame, frame, band hash)
         self._kept_absent: dict[tuple[int, int, int], float] = {}      # (painted frame, frame, mask hash)
 
-    def field(self, frames: np.ndarray):
+    def field(self, frames: np.ndarray, support: SupportSet):
         """The cine's field object (``step(t, s)`` → ``H×W×2`` displacement; see :mod:`cineprop.flow`)."""
-        return self._field if self._field is not None else self.make_field(frames)
+        if self._field is not None:
+            return self._field
+        if self.box:
+            return self.make_field(frames, box=flow_box(support.all_masks(), frames.shape[:2]))
+        return self.make_field(frames)
 
     def make_field(self, frames: np.ndarray):
         raise NotImplementedError
@@ -133,7 +143,7 @@ class WarpPropagator:
     def propagate(self, cine: Cine, support: SupportSet) -> Propagation:
         start = time.perf_counter()
         h, w, t = cine.shape
-        field = self.field(cine.frames)
+        field = self.field(cine.frames, support)
         hashes = {(label, f): hash(m.tobytes()) for label in support.labels for f, m in support.masks[label].items()}
         painted = set((f, digest) for (_, f), digest in hashes.items())
         self._carried = {k: v for k, v in self._carried.items() if k[:2] in painted}    # forget old paint
@@ -320,9 +330,10 @@ class FlowPropagator(WarpPropagator):
 
     name = "flow"
     flow_method = "farneback"
+    boxable = True
 
-    def make_field(self, frames: np.ndarray) -> FlowField:
-        return FlowField(frames, self.flow_method)
+    def make_field(self, frames: np.ndarray, box: tuple[int, int, int, int] | None = None) -> FlowField:
+        return FlowField(frames, self.flow_method, box)
 
 
 class DisPropagator(FlowPropagator):

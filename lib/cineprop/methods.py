@@ -53,6 +53,9 @@ class CarrierOptions:
         match_weight: between two painted frames, weigh each carried chain also by its registration
             match to this power (0, the peers as a Slicer user has them: by distance only); needs ``anchor``.
         presence: the presence checkpoint (``cineprop train-presence``); ``None``: the bundled one.
+        box: compute the optical flow only in a box around the painted masks
+            (:func:`cineprop.flow.flow_box`; ``flow``, ``dis``, ``dis_fine`` only; the peers as a Slicer
+            user has them: ``False``, the whole frame).
     """
 
     anchor: bool = False
@@ -65,6 +68,7 @@ class CarrierOptions:
     absent_outward: bool = False
     presence: str | None = None
     match_weight: float = 0.0
+    box: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from cineprop.errors import SupportError
+from cineprop.flow import flow_box
 from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
@@ -232,9 +233,15 @@ class PropagationSession:
         if self.config.flow_method not in CARRIERS:
             raise CinepropError(f"unknown flow_method {self.config.flow_method!r}; choose one of {', '.join(CARRIERS)}")
         carrier = CARRIERS[self.config.flow_method]
-        if self._flow_field is None:
-            self._flow_field = carrier().make_field(self.cine.frames)
+        if self.config.flow_box and not carrier.boxable:
+            raise CinepropError(f"flow_box needs an optical-flow carrier (flow, dis, dis_fine), not "
+                                f"{self.config.flow_method!r}")
+        box = flow_box(support.all_masks(), self.cine.shape[:2]) if self.config.flow_box else None
+        if self._flow_field is None or getattr(self._flow_field, "box", None) != box:   # new box: new flows
+            self._flow_field = carrier().make_field(self.cine.frames, box=box) if box else \
+                carrier().make_field(self.cine.frames)
             self._carrier = carrier(self._flow_field, **self.config.carrier_options())
+            self._flow_carried = None
         key = tuple((label, f, hash(m.tobytes()))
                     for label in support.labels for f, m in sorted(support.masks[label].items()))
         if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again

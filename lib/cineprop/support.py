@@ -68,6 +68,10 @@ class SupportSet:
     def frames_of(self, label: int) -> list[int]:
         return sorted(self.masks[label])
 
+    def all_masks(self) -> list[np.ndarray]:
+        """Every painted ``H×W`` bool mask, of any label on any frame."""
+        return [mask for frames in self.masks.values() for mask in frames.values()]
+
     def label_array(self, frame_idx: int) -> np.ndarray:
         """The ``H×W`` uint8 label image painted on ``frame_idx`` (0 where nothing was painted)."""
         out = np.zeros(self.shape[:2], dtype=np.uint8)

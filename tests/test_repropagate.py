@@ -54,6 +54,18 @@ def test_each_repropagation_equals_a_fresh_session(model, cine_and_truth):
     assert live.memory_bytes() > cine.frames.nbytes
 
 
+def test_a_paint_that_grows_the_painted_area_inside_the_roi_equals_a_fresh_session(model):
+    """The ROI is a function of the current paint: a paint that grows the painted area without leaving
+    the ROI chosen before moves it as a fresh session would (it used to be kept, and the results differed)."""
+    frames, truth = moving_shapes(128, 144, 12, labels=1, seed=4, speed=0.0)
+    truth[100:108, 120:128, 6] = 1                 # a far paint on frame 6: the ROI grows to take it in
+    cine = Cine(frames, name="still")
+    live = Repropagator(model, cine)
+    for painted in ([0], [0, 6], [0, 6, 11]):      # frame 11's paint lies inside that ROI but grows the box
+        support = SupportSet.from_labels(truth, painted)
+        assert_same(live.propagate(support), model.propagate(cine, support))
+
+
 def test_a_repainted_frame_is_not_served_from_stale_encodings(model, cine_and_truth):
     cine, truth = cine_and_truth
     live = Repropagator(model, cine)

@@ -143,13 +143,13 @@ class PropagationSession:
         return SupportSet({k: dict(v) for k, v in self.supports.items()}, self.cine.shape)
 
     def _update_roi(self) -> None:
-        """Choose the ROI; keep the current one (and every cache) while the supports stay well inside it."""
-        if not self.config.use_roi:
-            box = None
-        else:
-            box = bounding_box(m for frames in self.supports.values() for m in frames.values())
-            if box is None or (self.roi is not None and self.roi.contains(box, inset=0.08)):
-                return
+        """Choose the ROI around the current supports (a function of them alone, so a corrected session
+        and a fresh one with the same supports look at the same square); every cache is kept while it
+        does not move."""
+        box = bounding_box(m for frames in self.supports.values() for m in frames.values()) \
+            if self.config.use_roi else None
+        if box is None and self.config.use_roi:
+            return
         roi = roi_around(box, self.cine.shape[:2], self.config.roi_margin, self.config.roi_min_side)
         if roi != self.roi:
             self.roi = roi

@@ -23,12 +23,6 @@ class Roi:
     x0: float
     side: float
 
-    def contains(self, box: tuple[int, int, int, int], inset: float = 0.0) -> bool:
-        """Whether a box ``(y0, x0, y1, x1)`` lies inside the ROI shrunk by ``inset`` × side per edge."""
-        pad = inset * self.side
-        return (box[0] >= self.y0 + pad and box[1] >= self.x0 + pad and
-                box[2] <= self.y0 + self.side - pad and box[3] <= self.x0 + self.side - pad)
-
     def _matrix(self, resolution: int) -> np.ndarray:
         s = resolution / self.side
         return np.array([[s, 0.0, -self.x0 * s], [0.0, s, -self.y0 * s]], np.float64)

@@ -78,7 +78,7 @@ def test_settings_defaults_and_fallback(app_lib):
 
 @pytest.mark.parametrize("conf, key", [({"method": "model"}, "method"), ({"flag_threshold": "2"}, "flag_threshold"),
                                        ({"relearn_steps": "-1"}, "relearn_steps"), ({"preload": "maybe"}, "preload"),
-                                       ({"flow_method": "farneback"}, "flow_method")])
+                                       ({"flow_method": "farneback"}, "flow_method"), ({"flow_box": "maybe"}, "flow_box")])
 def test_bad_conf_names_the_key(app_lib, conf, key):
     settings = app_lib("lib.configs.settings")
     with pytest.raises(settings.SettingsError, match=f"--conf {key}"):
@@ -136,14 +136,17 @@ def test_explicit_checkpoint_and_option_checks(app_lib, checkpointed_method, tmp
     assert flow.checkpoint() is None and flow.describe() == {"method": "flow", "checkpoint": None, "note": None}
 
 
-def test_conf_flow_method_reaches_the_model_session(app_lib, tmp_path):
-    """``--conf flow_method dis_fine`` (the accurate mode) is the carrier of the served model's sessions;
-    without it the session default."""
+def test_conf_flow_method_and_box_reach_the_model_session(app_lib, tmp_path):
+    """``--conf flow_method dis_fine`` (the accurate mode) and ``--conf flow_box true`` set the carrier of
+    the served model's sessions; without them the session defaults."""
     settings = app_lib("lib.configs.settings")
     service_module = app_lib("lib.service")
-    for conf, carrier in (({"flow_method": "dis_fine"}, "dis_fine"), ({}, SessionConfig().flow_method)):
+    default = SessionConfig()
+    for conf, carrier, box in (({"flow_method": "dis_fine", "flow_box": "true"}, "dis_fine", True),
+                               ({}, default.flow_method, default.flow_box)):
         s = settings.AppSettings.from_conf({"method": "model", **conf}, ["model"])
-        assert service_module.PropagationService(s, tmp_path).propagator().config.flow_method == carrier
+        config = service_module.PropagationService(s, tmp_path).propagator().config
+        assert (config.flow_method, config.flow_box) == (carrier, box)
 
 
 def test_default_method_without_weights_falls_back_until_a_checkpoint_is_published(app_lib, checkpointed_method,

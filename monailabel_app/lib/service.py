@@ -33,7 +33,8 @@ from lib.session_cache import SessionCache, image_stamp
 logger = logging.getLogger(__name__)
 
 #: build_propagator option → the ``--conf`` key that sets it.
-_OPTION_KEYS = {"checkpoint": "checkpoint", "device": "device", "steps": "relearn_steps", "flow_method": "flow_method"}
+_OPTION_KEYS = {"checkpoint": "checkpoint", "device": "device", "steps": "relearn_steps", "flow_method": "flow_method",
+                "flow_box": "flow_box"}
 
 
 def _cine_report(r: CineResult, threshold: float) -> dict:
@@ -75,7 +76,7 @@ class PropagationService:
         self.model_dir = Path(model_dir)
         accepted = accepted_options(settings.method)  # imports the method's options module only
         given = {"checkpoint": settings.checkpoint, "device": settings.device, "steps": settings.relearn_steps,
-                 "flow_method": settings.flow_method}
+                 "flow_method": settings.flow_method, "flow_box": settings.flow_box}
         for option, value in given.items():
             if value is not None and option not in accepted:
                 raise SettingsError(f"--conf {_OPTION_KEYS[option]}: method {settings.method!r} takes no {option}")
@@ -120,7 +121,8 @@ class PropagationService:
 
     def _build(self, method: str, key: tuple | None) -> Propagator:
         given = {"checkpoint": key[0] if key else None, "device": self.settings.device,
-                 "steps": self.settings.relearn_steps, "flow_method": self.settings.flow_method}
+                 "steps": self.settings.relearn_steps, "flow_method": self.settings.flow_method,
+                 "flow_box": self.settings.flow_box}
         # the fallback method may take fewer settings than the configured one: it ignores the others
         options = method_options(method, given, ignore_unknown=True)
         start = time.perf_counter()

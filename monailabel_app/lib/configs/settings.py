@@ -44,6 +44,9 @@ CONF_KEYS: dict[str, str] = {
     "flow_method": "the registration carrier of the model's flow blend (default: the method's, dis); dis_fine is "
                    "the accurate mode (full-resolution DIS: more accurate on long cines, about half the speed; "
                    "docs/benchmarks.md)",
+    "flow_box": "true: the carrier computes its optical flow only in a box around the painted masks (with "
+                "flow_method dis_fine, the mode for long cines: dis_fine's accuracy at 0.78x the default's speed; "
+                "default: the method's, false)",
     "flag_threshold": "frames with confidence below this (0..1) are flagged for review (default 0.5)",
     "support_tags": "comma-separated datastore label tags searched for a saved support when a request "
                     f"uploads none (default {','.join(DEFAULT_SUPPORT_TAGS)})",
@@ -168,6 +171,7 @@ class AppSettings:
         device: torch device for learned methods, ``None`` for the method's default.
         relearn_steps: relearning steps (``steps`` option) for methods that take it.
         flow_method: the carrier of the flow blend (``flow_method`` option), ``None`` for the method's.
+        flow_box: the carrier's flow only in a box around the paint (``flow_box`` option), ``None``: the method's.
         flag_threshold: default confidence threshold under which frames are flagged.
         support_tags: datastore tags searched for a saved support, in order.
         labels: names of label values 1..N (may be empty).
@@ -185,6 +189,7 @@ class AppSettings:
     device: str | None = None
     relearn_steps: int | None = None
     flow_method: str | None = None
+    flow_box: bool | None = None
     flag_threshold: float = 0.5
     support_tags: tuple[str, ...] = DEFAULT_SUPPORT_TAGS
     labels: tuple[str, ...] = ()
@@ -233,6 +238,7 @@ class AppSettings:
             device=get("device"),
             relearn_steps=parse_int(steps, "--conf relearn_steps", 0, SettingsError) if steps else None,
             flow_method=parse_carrier(get("flow_method")),
+            flow_box=parse_bool(get("flow_box"), "--conf flow_box", SettingsError) if get("flow_box") else None,
             flag_threshold=(parse_float(threshold, "--conf flag_threshold", 0.0, 1.0, SettingsError)
                             if threshold else 0.5),
             support_tags=tags or DEFAULT_SUPPORT_TAGS,

@@ -78,7 +78,8 @@ def test_settings_defaults_and_fallback(app_lib):
 
 @pytest.mark.parametrize("conf, key", [({"method": "model"}, "method"), ({"flag_threshold": "2"}, "flag_threshold"),
                                        ({"relearn_steps": "-1"}, "relearn_steps"), ({"preload": "maybe"}, "preload"),
-                                       ({"flow_method": "farneback"}, "flow_method"), ({"flow_box": "maybe"}, "flow_box")])
+                                       ({"flow_method": "farneback"}, "flow_method"),
+                                       ({"flow_box": "maybe"}, "flow_box")])
 def test_bad_conf_names_the_key(app_lib, conf, key):
     settings = app_lib("lib.configs.settings")
     with pytest.raises(settings.SettingsError, match=f"--conf {key}"):

@@ -196,8 +196,11 @@ class AffinityPropagator:
             for i in sorted(range(t), key=lambda f: abs(f - nearest(support.frames_of(label), f))):
                 painted = nearest(support.frames_of(label), i)
                 step = 1 if i > painted else -1
-                carried[painted, i] = (small(support.masks[label][painted]) if i == painted else
-                                       reconstruct(affinity(features[i], features[i - step]), carried[painted, i - step]))
+                if i == painted:
+                    carried[painted, i] = small(support.masks[label][painted])
+                else:
+                    weights = affinity(features[i], features[i - step])
+                    carried[painted, i] = reconstruct(weights, carried[painted, i - step])
                 prob[:, :, i] = cv2.resize(carried[painted, i][0, 0].numpy(), (w, h), interpolation=cv2.INTER_LINEAR)
             probabilities[label] = prob
         return finish(probabilities, np.ones(t, np.float32), support, time.perf_counter() - start)
@@ -209,7 +212,8 @@ def score(args: argparse.Namespace) -> None:
     encoder.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["encoder"])
     encoder.eval()
     cases = find_cases(args.cases, args.split_file, args.split)[: args.limit]
-    rows = [("sli2vol affinity", AffinityPropagator(encoder)), ("sli2vol", CorrespondencePropagator(encoder)), ("sli2vol anchored", CorrespondencePropagator(encoder, anchor=True)),
+    rows = [("sli2vol affinity", AffinityPropagator(encoder)), ("sli2vol", CorrespondencePropagator(encoder)),
+            ("sli2vol anchored", CorrespondencePropagator(encoder, anchor=True)),
             ("dis", DisPropagator()), ("dis anchored", DisPropagator(anchor=True))]
     print("| carrier | mean Dice | Dice per label | s/frame |\n|---|---|---|---|")
     for name, propagator in rows:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, shift
 
-from cineprop.baselines import anchored_carry
+from cineprop.flow import anchored_carry
 from cineprop.errors import CinepropError
 from cineprop.flow import FlowField
 from cineprop.io import Cine
@@ -120,7 +120,7 @@ def test_a_carrier_on_a_session_field_reuses_unchanged_chains_and_forgets_old_pa
 
 
 def test_registration_match_is_high_where_motion_explains_the_frame_and_low_where_content_changed():
-    from cineprop.baselines import match_band, registration_match
+    from cineprop.flow import match_band, registration_match
 
     cine, labels = _ring_cine(0, frames=12)
     frames = cine.frames.copy()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cineprop.baselines import anchored_carry
+from cineprop.flow import anchored_carry
 from cineprop.checkpoints import save_checkpoint
 from cineprop.errors import CheckpointError, CinepropError
 from cineprop.flow import FlowField, warp

@@ -14,7 +14,7 @@ label), where it is present it scores 0. Per threshold: how many label-frames ar
 present in the truth) and the mean Dice over the scored label-frames (as ``tools/absent_frames.py``
 averages it), against the default without the check. ``--match-below M``: also with the check
 acting only on label-frames whose registration match with the painted frame
-(:func:`cineprop.baselines.registration_match`, what the carrier computed) is below ``M``;
+(:func:`cineprop.flow.registration_match`, what the carrier computed) is below ``M``;
 ``--outward``: also with the carrier's ``absent_outward`` rule (only runs of emptied frames that
 reach the cine's end beyond the painted frames); ``--labels``: judge only these structures (a
 held-out check on the structure it never saw); ``--shots``: painted frames per structure. The tuning

@@ -252,7 +252,7 @@ class PropagationSession:
         """Blend ``probabilities`` (label → H×W×T) with the flow-carried masks, in place; return the
         frame confidence (labels × T): the carrier's own confidence bounded by the network–carrier
         agreement, averaged with the anchored registration's match with the painted frame
-        (:func:`cineprop.baselines.registration_match`) when the carrier anchors.
+        (:func:`cineprop.flow.registration_match`) when the carrier anchors.
 
         The blended masks are mostly the carrier's, so the network's crispness says little about
         them; on the 20 ACDC val cines the "next flagged" loop of ``cineprop simulate`` (target 0.85)

@@ -78,7 +78,7 @@ class SessionConfig:
             with both limits; alone it was off, because a check that never saw the myocardium (a
             ring) empties present myocardium (−0.067 on ACDC val, −0.091 on test, session, first frame).
         absent_below_match: the presence check empties only frames whose registration match with the
-            painted frame (:func:`cineprop.baselines.registration_match`) is below this (0.6; ``inf``:
+            painted frame (:func:`cineprop.flow.registration_match`) is below this (0.6; ``inf``:
             any frame): where the moved painted frame still matches, the structure is taken to be there.
         absent_outward: the presence check empties only runs of frames it judges absent that reach the
             cine's end beyond the painted frames (:func:`cineprop.support.outward_runs`): a structure

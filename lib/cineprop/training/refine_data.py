@@ -5,7 +5,7 @@ mask on the same crop (``R×R`` bool):
 
 * :func:`cine_samples`: a labelled cine (ACDC ``train``): every labelled frame is painted in turn,
   each label's mask is carried to every other frame by the session's carrier (DIS with anchored
-  carrying, :func:`cineprop.baselines.anchored_carry`), and the query frame's label is the truth.
+  carrying, :func:`cineprop.flow.anchored_carry`), and the query frame's label is the truth.
 * :func:`image_samples`: a labelled 2D image (HC18, BUSI, CHASE_DB1 ``train``): a deformed,
   re-contrasted copy is the painted frame, the image itself the query; the carrier registers them
   as it would two frames of a cine. Smooth motion where the carrier is nearly right: the refiner
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from cineprop.baselines import anchored_carry
+from cineprop.flow import anchored_carry
 from cineprop.flow import FlowField
 from cineprop.refine import refine_roi, refiner_input
 from cineprop.session_config import SessionConfig

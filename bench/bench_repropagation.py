@@ -82,7 +82,8 @@ def main() -> int:
     parser.add_argument("--flow-method", default=None, help="--conf flow_method of the app (e.g. dis_fine)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    conf = {"method": args.method, **({"flow_method": args.flow_method} if args.flow_method else {})}
+    options = {"flow_method": args.flow_method} if args.flow_method else {}   # the server's and the fresh check's
+    conf = {"method": args.method, **options}
     with tempfile.TemporaryDirectory(prefix="cineprop-repropagate-") as tmp:
         studies = Path(tmp) / "studies"
         studies.mkdir()
@@ -93,7 +94,6 @@ def main() -> int:
             runs = [one_study(server, studies, f"cine{r}", args, seed=r) for r in range(args.repeats)]
         finally:
             server.stop()
-        options = {"flow_method": args.flow_method} if args.flow_method else {}
         differ = [check_equal(rows, studies, f"cine{r}", args.method, options) for r, rows in enumerate(runs)]
     med = {k: [statistics.median(rows[i][k] for rows in runs) for i in range(3)] for k in ("seconds", "propagate")}
     report = {"method": args.method, "conf": conf, "frames": args.frames, "size": args.size, "repeats": args.repeats,

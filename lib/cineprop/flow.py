@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from cineprop.errors import CinepropError
+from cineprop.roi import bounding_box
 from cineprop.transforms import to_uint8
 
 #: Farnebäck settings: 4 pyramid levels reach ~30 px motion at 256², the window smooths speckle.
@@ -150,18 +151,14 @@ def flow_box(masks, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
     ``masks`` (grown and snapped as :data:`BOX_GROW` says, clipped to ``shape``); ``None`` when no mask
     has a pixel (then the whole frame). A function of the painted masks only: a session and a fresh
     propagation with the same paint use the same box."""
-    ys, xs = [], []
-    for mask in masks:
-        y, x = np.nonzero(mask)
-        if y.size:
-            ys += [int(y.min()), int(y.max()) + 1]
-            xs += [int(x.min()), int(x.max()) + 1]
-    if not ys:
+    box = bounding_box(masks)
+    if box is None:
         return None
-    pad = max(BOX_PAD, int(BOX_GROW * max(max(ys) - min(ys), max(xs) - min(xs))))
+    y0, x0, y1, x1 = box
+    pad = max(BOX_PAD, int(BOX_GROW * max(y1 - y0, x1 - x0)))
     low = lambda v: max(0, (v - pad) // BOX_GRID * BOX_GRID)  # noqa: E731
     high = lambda v, n: min(n, -(-(v + pad) // BOX_GRID) * BOX_GRID)  # noqa: E731
-    return low(min(ys)), high(max(ys), shape[0]), low(min(xs)), high(max(xs), shape[1])
+    return low(y0), high(y1, shape[0]), low(x0), high(x1, shape[1])
 
 
 class FlowField(Field):

@@ -146,10 +146,11 @@ class PropagationSession:
         """Choose the ROI around the current supports (a function of them alone, so a corrected session
         and a fresh one with the same supports look at the same square); every cache is kept while it
         does not move."""
-        box = bounding_box(m for frames in self.supports.values() for m in frames.values()) \
-            if self.config.use_roi else None
-        if box is None and self.config.use_roi:
-            return
+        box = None
+        if self.config.use_roi:
+            box = bounding_box(m for frames in self.supports.values() for m in frames.values())
+            if box is None:
+                return
         roi = roi_around(box, self.cine.shape[:2], self.config.roi_margin, self.config.roi_min_side)
         if roi != self.roi:
             self.roi = roi

@@ -75,9 +75,7 @@ class PropagationService:
         self.settings = settings
         self.model_dir = Path(model_dir)
         accepted = accepted_options(settings.method)  # imports the method's options module only
-        given = {"checkpoint": settings.checkpoint, "device": settings.device, "steps": settings.relearn_steps,
-                 "flow_method": settings.flow_method, "flow_box": settings.flow_box}
-        for option, value in given.items():
+        for option, value in self._given(settings.checkpoint).items():
             if value is not None and option not in accepted:
                 raise SettingsError(f"--conf {_OPTION_KEYS[option]}: method {settings.method!r} takes no {option}")
         self._accepted = accepted
@@ -88,6 +86,12 @@ class PropagationService:
         self._active: str | None = None  # the method built
         #: live sessions of recent studies: a correction re-propagates only what changed
         self.sessions = SessionCache(settings.session_cache, settings.session_cache_mb * 2**20)
+
+    def _given(self, checkpoint) -> dict:
+        """The method options the ``--conf`` settings give (``None``: not given), with ``checkpoint``."""
+        s = self.settings
+        return {"checkpoint": checkpoint, "device": s.device, "steps": s.relearn_steps,
+                "flow_method": s.flow_method, "flow_box": s.flow_box}
 
     def _takes(self, option: str) -> bool:
         return option in self._accepted
@@ -120,11 +124,8 @@ class PropagationService:
         return str(path), stat.st_mtime_ns, stat.st_size
 
     def _build(self, method: str, key: tuple | None) -> Propagator:
-        given = {"checkpoint": key[0] if key else None, "device": self.settings.device,
-                 "steps": self.settings.relearn_steps, "flow_method": self.settings.flow_method,
-                 "flow_box": self.settings.flow_box}
         # the fallback method may take fewer settings than the configured one: it ignores the others
-        options = method_options(method, given, ignore_unknown=True)
+        options = method_options(method, self._given(key[0] if key else None), ignore_unknown=True)
         start = time.perf_counter()
         propagator = build_propagator(method, options)
         logger.info(f"cineprop: built method {method!r} {options} in {time.perf_counter() - start:.2f} s")

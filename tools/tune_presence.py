@@ -4,6 +4,7 @@ the presence check off, the check judges every query label-frame, and thresholds
     python tools/tune_presence.py --cases DIR [--split-file CSV] [--split val|all] [--presence PT]
                                   [--support first] [--shots 1] [--thresholds 0.3 0.4 0.5 0.6 0.7 0.8 0.9]
                                   [--labels L ...] [--match-below 0.4 0.6 ...] [--outward]
+                                  [--end-thresholds 0.3 0.5 ...]
 
 ``--cases``: a folder of ``ID.nii.gz`` + ``ID_label.nii.gz`` (ACDC ``sequences`` with its
 ``splits.csv``, or the smooth-motion tuning set of ``tools/make_smooth_set.py --tuning``; ``--split
@@ -17,7 +18,8 @@ acting only on label-frames whose registration match with the painted frame
 (:func:`cineprop.flow.registration_match`, what the carrier computed) is below ``M``;
 ``--outward``: also with the carrier's ``absent_outward`` rule (only runs of emptied frames that
 reach the cine's end beyond the painted frames); ``--labels``: judge only these structures (a
-held-out check on the structure it never saw); ``--shots``: painted frames per structure. The tuning
+held-out check on the structure it never saw); ``--end-thresholds``: also with a lower threshold
+on the cine's first and last frame (the carrier's ``absent_end_above``); ``--shots``: painted frames per structure. The tuning
 sets are half of the choice: checks trained with one structure held out, judged on it (with
 ``--labels`` here, or ``cineprop evaluate --method dis --option anchor=true --option absent_above=T
 --option presence=PT --labels L``), are the other (docs/benchmarks.md, "The presence check on
@@ -110,23 +112,31 @@ def scored_mean(absent: np.ndarray, predicted: np.ndarray, dice_: np.ndarray) ->
     return float(dice_[scored].mean())
 
 
-def print_table(rows: list[Judged], base: float, thresholds, gates, with_outward: bool) -> None:
+def at_end(rows: list[Judged]) -> np.ndarray:
+    """Where the label-frame is the cine's first or last frame (the carrier's ``absent_end_above``)."""
+    return np.array([row.frame in (0, row.frames - 1) for row in rows])
+
+
+def print_table(rows: list[Judged], base: float, thresholds, gates, with_outward: bool, ends=(None,)) -> None:
     """Per rule (every frame; with ``with_outward`` also outward runs only), gate (none, then each of
-    ``gates``) and threshold: emptied label-frames, of them absent / present, and the mean Dice."""
+    ``gates``), threshold and threshold on the cine's first and last frame (each of ``ends`` below it;
+    ``None``: the same): emptied label-frames, of them absent / present, and the mean Dice."""
     p, absent, predicted, before, match = (column(rows, name) for name in ("p", "absent", "predicted", "dice", "match"))
-    print("| absent_above | match below | outward | emptied | of them absent | present (their Dice) | mean Dice "
-          "| change |")
-    print("|---|---|---|---|---|---|---|---|")
+    end = at_end(rows)
+    print("| absent_above | at the ends | match below | outward | emptied | of them absent | present (their Dice) "
+          "| mean Dice | change |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for rule in [False, True] if with_outward else [False]:
         for gate in [math.inf] + list(gates):               # inf: no gate (absent_below_match=inf)
             for t in thresholds:
-                on = (p > t) & (match < gate)
-                on = outward(on, rows) if rule else on
-                mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
-                lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
-                print(f"| {t:g} | {'–' if gate == math.inf else f'{gate:g}'} | {'yes' if rule else '–'} "
-                      f"| {int(on.sum())} | {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) "
-                      f"| {mean:.4f} | {mean - base:+.4f} |")
+                for te in sorted({t if e is None else min(e, t) for e in ends}, reverse=True):
+                    on = (p > np.where(end, te, t)) & (match < gate)
+                    on = outward(on, rows) if rule else on
+                    mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
+                    lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
+                    print(f"| {t:g} | {te:g} | {'–' if gate == math.inf else f'{gate:g}'} | {'yes' if rule else '–'} "
+                          f"| {int(on.sum())} | {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) "
+                          f"| {mean:.4f} | {mean - base:+.4f} |")
 
 
 def main() -> int:
@@ -141,6 +151,8 @@ def main() -> int:
     parser.add_argument("--labels", type=int, nargs="+", default=None, help="judge only these structures")
     parser.add_argument("--match-below", type=float, nargs="+", default=[],
                         help="also gate the check by the registration match (a table per value)")
+    parser.add_argument("--end-thresholds", type=float, nargs="+", default=[],
+                        help="also these thresholds on the cine's first and last frame (absent_end_above)")
     parser.add_argument("--outward", action="store_true",
                         help="also each row with the absent_outward rule (emptied runs must reach the cine's end)")
     args = parser.parse_args()
@@ -151,7 +163,7 @@ def main() -> int:
     base = scored_mean(absent, predicted, before)
     print(f"\n{len(rows)} query label-frames, {int(absent.sum())} with the structure absent; mean Dice of the "
           f"default without the check over the scored ones {base:.4f}\n")
-    print_table(rows, base, args.thresholds, args.match_below, args.outward)
+    print_table(rows, base, args.thresholds, args.match_below, args.outward, [None] + args.end_thresholds)
     return 0
 
 

@@ -19,7 +19,8 @@ acting only on label-frames whose registration match with the painted frame
 ``--outward``: also with the carrier's ``absent_outward`` rule (only runs of emptied frames that
 reach the cine's end beyond the painted frames); ``--labels``: judge only these structures (a
 held-out check on the structure it never saw); ``--end-thresholds``: also with a lower threshold
-on the cine's first and last frame (the carrier's ``absent_end_above``); ``--shots``: painted frames per structure. The tuning
+on the cine's first and last frame (a slice stack's end prior, probed and not kept: no carrier takes
+it; docs/benchmarks.md, "Where the structure ends"); ``--shots``: painted frames per structure. The tuning
 sets are half of the choice: checks trained with one structure held out, judged on it (with
 ``--labels`` here, or ``cineprop evaluate --method dis --option anchor=true --option absent_above=T
 --option presence=PT --labels L``), are the other (docs/benchmarks.md, "The presence check on
@@ -113,7 +114,7 @@ def scored_mean(absent: np.ndarray, predicted: np.ndarray, dice_: np.ndarray) ->
 
 
 def at_end(rows: list[Judged]) -> np.ndarray:
-    """Where the label-frame is the cine's first or last frame (the carrier's ``absent_end_above``)."""
+    """Where the label-frame is the cine's first or last frame (``--end-thresholds``)."""
     return np.array([row.frame in (0, row.frames - 1) for row in rows])
 
 
@@ -134,8 +135,9 @@ def print_table(rows: list[Judged], base: float, thresholds, gates, with_outward
                     on = outward(on, rows) if rule else on
                     mean = scored_mean(absent, predicted & ~on, np.where(on, 0.0, before))
                     lost = f"{before[on & ~absent].mean():.2f}" if (on & ~absent).any() else "–"
-                    print(f"| {t:g} | {te:g} | {'–' if gate == math.inf else f'{gate:g}'} | {'yes' if rule else '–'} "
-                          f"| {int(on.sum())} | {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) "
+                    gated = "–" if gate == math.inf else f"{gate:g}"
+                    print(f"| {t:g} | {te:g} | {gated} | {'yes' if rule else '–'} | {int(on.sum())} "
+                          f"| {int((on & absent).sum())} | {int((on & ~absent).sum())} ({lost}) "
                           f"| {mean:.4f} | {mean - base:+.4f} |")
 
 

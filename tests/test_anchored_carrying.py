@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, shift
 
-from cineprop.flow import anchored_carry
 from cineprop.errors import CinepropError
-from cineprop.flow import FlowField
+from cineprop.flow import FlowField, anchored_carry
 from cineprop.io import Cine
 from cineprop.methods import CarrierOptions, build_propagator, method_options
 from cineprop.metrics import score_label

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cineprop.flow import anchored_carry
 from cineprop.checkpoints import save_checkpoint
 from cineprop.errors import CheckpointError, CinepropError
-from cineprop.flow import FlowField, warp
+from cineprop.flow import FlowField, anchored_carry, warp
 from cineprop.io import Cine
 from cineprop.methods import build_propagator
 from cineprop.model.refiner import CarrierRefiner, RefinerConfig

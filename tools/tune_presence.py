@@ -154,7 +154,7 @@ def main() -> int:
     parser.add_argument("--match-below", type=float, nargs="+", default=[],
                         help="also gate the check by the registration match (a table per value)")
     parser.add_argument("--end-thresholds", type=float, nargs="+", default=[],
-                        help="also these thresholds on the cine's first and last frame (absent_end_above)")
+                        help="also these thresholds on the cine's first and last frame (a slice stack's end prior)")
     parser.add_argument("--outward", action="store_true",
                         help="also each row with the absent_outward rule (emptied runs must reach the cine's end)")
     args = parser.parse_args()

@@ -132,9 +132,12 @@ class WarpPropagator:
         """The cine's field object (``step(t, s)`` → ``H×W×2`` displacement; see :mod:`cineprop.flow`)."""
         if self._field is not None:
             return self._field
-        if self.box:
-            return self.make_field(frames, box=flow_box(support.all_masks(), frames.shape[:2]))
-        return self.make_field(frames)
+        return self.boxed_field(frames, flow_box(support.all_masks(), frames.shape[:2]) if self.box else None)
+
+    def boxed_field(self, frames: np.ndarray, box: tuple[int, int, int, int] | None):
+        """:meth:`make_field` computed only in ``box`` (:func:`cineprop.flow.flow_box`; optical-flow
+        carriers only), or on the whole frame when ``box`` is ``None``."""
+        return self.make_field(frames) if box is None else self.make_field(frames, box=box)
 
     def make_field(self, frames: np.ndarray):
         raise NotImplementedError

@@ -239,8 +239,7 @@ class PropagationSession:
                                 f"{self.config.flow_method!r}")
         box = flow_box(support.all_masks(), self.cine.shape[:2]) if self.config.flow_box else None
         if self._flow_field is None or getattr(self._flow_field, "box", None) != box:   # new box: new flows
-            self._flow_field = carrier().make_field(self.cine.frames, box=box) if box else \
-                carrier().make_field(self.cine.frames)
+            self._flow_field = carrier().boxed_field(self.cine.frames, box)
             self._carrier = carrier(self._flow_field, **self.config.carrier_options())
             self._flow_carried = None
         key = tuple((label, f, hash(m.tobytes()))

@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from cineprop.flow import anchored_carry
-from cineprop.flow import FlowField
+from cineprop.flow import FlowField, anchored_carry
 from cineprop.refine import refine_roi, refiner_input
 from cineprop.session_config import SessionConfig
 from cineprop.training.augment import deform

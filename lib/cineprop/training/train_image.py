@@ -70,6 +70,42 @@ def train_image(cfg: TrainConfig, resume: bool = True, progress: bool = True) ->
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     _seed_all(cfg.seed)
+    sampler, val_cines, meta = _load_data(cfg, progress)
+    model = FewShotSegmenter(cfg.model)
+    if cfg.backbone_weights:
+        _load_backbone_weights(model, cfg.backbone_weights)
+    if cfg.init:
+        _load_initial_weights(model, cfg.init)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"step": 0, "history": [], "best": {"dice": -1.0, "step": -1}, "running": None}
+    if resume and (out / "last.pt").exists():
+        _resume(out / "last.pt", model, optimiser, sampler, state)
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc="train-image", disable=not progress, dynamic_ncols=True)
+    start = time.time() - 60 * (state["history"][-1]["minutes"] if state["history"] else 0.0)  # minutes of every run
+    while state["step"] < cfg.steps:
+        model.train()
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(state["step"], cfg)
+        shots = 1 + int(sampler.rng.choice(3, p=cfg.shots_p))
+        batch = sampler.batch(cfg.batch, shots)
+        logits = model(batch["query"], batch["support"], batch["support_mask"], batch["weights"],
+                       batch["memory"], batch["memory_mask"], batch["memory_weight"])
+        loss = segmentation_loss(logits, batch["target"])
+        optimiser_step(optimiser, loss, model.parameters())
+        state["step"] += 1
+        running = state["running"]
+        state["running"] = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{state['running']:.3f}", best=f"{state['best']['dice']:.3f}")
+        if state["step"] % cfg.validate_every == 0 or state["step"] == cfg.steps:
+            _validate_and_save(cfg, out, model, optimiser, sampler, val_cines, meta, state,
+                               (time.time() - start) / 60, bar.write)
+    bar.close()
+    return {"best": state["best"], "out": str(out), "steps": state["step"]}
+
+
+def _load_data(cfg: TrainConfig, progress: bool) -> tuple[EpisodeSampler, object, dict]:
+    """The episode sampler over the training data, the validation cines and the run's ``meta``."""
     data = Path(cfg.data)
     split_file = data / "acdc" / "splits.csv"
     train_ids = read_split(split_file, "train")
@@ -79,61 +115,42 @@ def train_image(cfg: TrainConfig, resume: bool = True, progress: bool = True) ->
     images = [load_image_set(data / name, "train") for name in cfg.image_sets]
     val_cines = load_cine_set(data / "acdc" / "sequences", val_ids, progress=progress)
     sampler = EpisodeSampler(cines, images, cfg.model.resolution, cfg.mix, seed=cfg.seed)
-
-    model = FewShotSegmenter(cfg.model)
-    if cfg.backbone_weights:
-        _load_backbone_weights(model, cfg.backbone_weights)
-    if cfg.init:
-        _load_initial_weights(model, cfg.init)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, history, best = 0, [], {"dice": -1.0, "step": -1}
-    last = out / "last.pt"
-    if resume and last.exists():
-        payload = read_checkpoint(last)
-        model.load_state_dict(payload["state_dict"])
-        extra = payload["extra_state"]
-        optimiser.load_state_dict(extra["optimiser"])
-        step, history, best = extra["step"], extra["history"], extra["best"]
-        sampler.rng.bit_generator.state = extra["sampler_rng"]
-        torch.set_rng_state(extra["torch_rng"])
-
     meta = {"recipe": _jsonable(asdict(cfg)), "train_sequences": len(train_ids) if cfg.acdc else 0,
             "image_sets": {s.name: len(s) for s in images}, "val_sequences": len(val_ids)}
-    bar = tqdm(total=cfg.steps, initial=step, desc="train-image", disable=not progress, dynamic_ncols=True)
-    running = None
-    start = time.time()
-    while step < cfg.steps:
-        model.train()
-        for group in optimiser.param_groups:
-            group["lr"] = _lr(step, cfg)
-        shots = 1 + int(sampler.rng.choice(3, p=cfg.shots_p))
-        batch = sampler.batch(cfg.batch, shots)
-        logits = model(batch["query"], batch["support"], batch["support_mask"], batch["weights"],
-                       batch["memory"], batch["memory_mask"], batch["memory_weight"])
-        loss = segmentation_loss(logits, batch["target"])
-        optimiser_step(optimiser, loss, model.parameters())
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.3f}", best=f"{best['dice']:.3f}")
-        if step % cfg.validate_every == 0 or step == cfg.steps:
-            model.eval()
-            val = validate_cines(model, val_cines)
-            record = {"step": step, "loss": running, "lr": _lr(step, cfg), "val_dice": val["mean_dice"],
-                      "val_per_label": val["per_label"], "minutes": (time.time() - start) / 60}
-            history.append(record)
-            meta_now = dict(meta, step=step, val=val, history_tail=history[-3:])
-            if val["mean_dice"] > best["dice"]:
-                best = {"dice": val["mean_dice"], "step": step, "per_label": val["per_label"]}
-                save_checkpoint(out / "best.pt", model, "image", dict(meta_now, best=best))
-            save_checkpoint(last, model, "image", meta_now, extra_state={
-                "optimiser": optimiser.state_dict(), "step": step, "history": history, "best": best,
-                "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()})
-            atomic_write_text(out / "history.json", json.dumps(history, indent=1))
-            plot_curve(history, out / "curve.png")
-            bar.write(f"step {step}: loss {running:.4f}  val Dice {val['mean_dice']:.4f} {val['per_label']}")
-    bar.close()
-    return {"best": best, "out": str(out), "steps": step}
+    return sampler, val_cines, meta
+
+
+def _resume(last: Path, model: FewShotSegmenter, optimiser, sampler: EpisodeSampler, state: dict) -> None:
+    """Restore weights, optimiser, step, history, best, the loss average and random states from ``last.pt``
+    (checkpoints written before the average was stored restart it)."""
+    payload = read_checkpoint(last)
+    model.load_state_dict(payload["state_dict"])
+    extra = payload["extra_state"]
+    optimiser.load_state_dict(extra["optimiser"])
+    state.update(step=extra["step"], history=extra["history"], best=extra["best"], running=extra.get("running"))
+    sampler.rng.bit_generator.state = extra["sampler_rng"]
+    torch.set_rng_state(extra["torch_rng"])
+
+
+def _validate_and_save(cfg: TrainConfig, out: Path, model: FewShotSegmenter, optimiser, sampler: EpisodeSampler,
+                       val_cines, meta: dict, state: dict, minutes: float, write) -> None:
+    """Validate on the ACDC val cines; write ``best.pt`` when better, always ``last.pt``, the history
+    and the curve."""
+    model.eval()
+    step, history = state["step"], state["history"]
+    val = validate_cines(model, val_cines)
+    history.append({"step": step, "loss": state["running"], "lr": _lr(step, cfg), "val_dice": val["mean_dice"],
+                    "val_per_label": val["per_label"], "minutes": minutes})
+    meta_now = dict(meta, step=step, val=val, history_tail=history[-3:])
+    if val["mean_dice"] > state["best"]["dice"]:
+        state["best"] = {"dice": val["mean_dice"], "step": step, "per_label": val["per_label"]}
+        save_checkpoint(out / "best.pt", model, "image", dict(meta_now, best=state["best"]))
+    save_checkpoint(out / "last.pt", model, "image", meta_now, extra_state={
+        "optimiser": optimiser.state_dict(), "step": step, "history": history, "best": state["best"],
+        "running": state["running"], "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state()})
+    atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+    plot_curve(history, out / "curve.png")
+    write(f"step {step}: loss {state['running']:.4f}  val Dice {val['mean_dice']:.4f} {val['per_label']}")
 
 
 def _load_backbone_weights(model: FewShotSegmenter, path: str) -> None:

@@ -157,3 +157,20 @@ def test_session_rejects_an_unknown_carrier():
     session.set_supports(select_support(labels, "first"))
     with pytest.raises(CinepropError, match="unknown flow_method 'magic'"):
         session.propagate()
+
+
+def test_a_box_needs_an_optical_flow_carrier_both_ways():
+    """One rule, named by each caller's setting: a carrier built with ``box=true`` and a session with
+    ``flow_box`` both refuse a registration carrier, and name the carriers that take a box."""
+    with pytest.raises(CinepropError, match=r"box=true needs an optical-flow carrier \(flow, dis, dis_fine\), "
+                                            r"not 'demons'"):
+        build_propagator("demons", box=True)
+    model = FewShotSegmenter(ModelConfig(resolution=64, widths=(8, 16, 24, 32), blocks=(1, 1, 1, 1),
+                                         decoder=(16, 12, 8))).eval()
+    frames, labels = moving_shapes(32, 32, 4, labels=1, seed=0)
+    session = PropagationSession(model, Cine(frames), SessionConfig(flow_method="syn", flow_box=True))
+    session.set_supports(select_support(labels, "first"))
+    with pytest.raises(CinepropError, match=r"flow_box needs an optical-flow carrier \(flow, dis, dis_fine\), "
+                                            r"not 'syn'"):
+        session.propagate()
+    build_propagator("dis", box=True)   # the carriers it names take one

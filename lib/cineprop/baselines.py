@@ -90,8 +90,8 @@ class WarpPropagator:
         registration match to this power (:meth:`_chain_weight`; 0: by distance only); needs ``anchor``;
         box: compute the field only in a box around the painted masks (:func:`cineprop.flow.flow_box`;
         optical-flow carriers only; a given field keeps its own)."""
-        if box and not self.boxable:
-            raise CinepropError(f"{self.name}: box=true needs an optical-flow carrier (flow, dis, dis_fine)")
+        if box:
+            self.require_boxable("box=true")
         self.box = bool(box)
         self._field = field
         self.anchor = bool(anchor)
@@ -133,6 +133,14 @@ class WarpPropagator:
         if self._field is not None:
             return self._field
         return self.boxed_field(frames, flow_box(support.all_masks(), frames.shape[:2]) if self.box else None)
+
+    @classmethod
+    def require_boxable(cls, option: str) -> None:
+        """The one rule of a box (``option`` names the caller's setting): only optical-flow carriers
+        compute their field in a box."""
+        if not cls.boxable:
+            names = ", ".join(name for name, carrier in CARRIERS.items() if carrier.boxable)
+            raise CinepropError(f"{option} needs an optical-flow carrier ({names}), not {cls.name!r}")
 
     def boxed_field(self, frames: np.ndarray, box: tuple[int, int, int, int] | None):
         """:meth:`make_field` computed only in ``box`` (:func:`cineprop.flow.flow_box`; optical-flow

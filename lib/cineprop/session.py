@@ -234,9 +234,8 @@ class PropagationSession:
         if self.config.flow_method not in CARRIERS:
             raise CinepropError(f"unknown flow_method {self.config.flow_method!r}; choose one of {', '.join(CARRIERS)}")
         carrier = CARRIERS[self.config.flow_method]
-        if self.config.flow_box and not carrier.boxable:
-            raise CinepropError(f"flow_box needs an optical-flow carrier (flow, dis, dis_fine), not "
-                                f"{self.config.flow_method!r}")
+        if self.config.flow_box:
+            carrier.require_boxable("flow_box")
         box = flow_box(support.all_masks(), self.cine.shape[:2]) if self.config.flow_box else None
         if self._flow_field is None or getattr(self._flow_field, "box", None) != box:   # new box: new flows
             self._flow_field = carrier().boxed_field(self.cine.frames, box)

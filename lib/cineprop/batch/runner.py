@@ -146,14 +146,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
     state = state_dir(out)
     run_id = uuid.uuid4().hex[:12]
     with _lock(out):
-        resumed = check_identity(out, _identity(config), config.redo)
-        if config.redo:
-            for stale in (out / "manifest.csv", journal_path(state)):
-                stale.unlink(missing_ok=True)
-        manifest = Manifest.load(out / "manifest.csv", config.flush_seconds)
-        remove_stale_temporaries(out)
-        todo, already = _resume(jobs, manifest, state, config.progress)
-        manifest.flush()
+        resumed, manifest, todo, already = _open_out_dir(config, jobs, out, state)
         planning_seconds = time.perf_counter() - t0
         log_event(state, "job_start", run=run_id, cines=len(jobs), todo=len(todo), already_done=already,
                   command=config.command, pid=os.getpid())
@@ -162,20 +155,8 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
         spec = WorkerSpec(config.method, method_options(config.method, config.options), config.flag_threshold,
                           threads=max(1, int(config.cpus_per_worker)) if config.use_ray else None,
                           run=run_id, journal=str(journal_path(state)), crash_on=dict(config.crash_on))
-        counts: Counter = Counter()
-        worker_seconds = [0.0, 0.0]  # wall, CPU
-        bar = tqdm(total=len(todo), desc=f"batch {config.method}", unit="cine", file=sys.stderr,
-                   disable=not config.progress, smoothing=0.05)
-
-        def on_row(row: dict) -> None:
-            manifest.record(row)
-            counts[row["status"]] += 1
-            worker_seconds[0] += float(row.get("seconds") or 0.0)
-            worker_seconds[1] += float(row.get("cpu_seconds") or 0.0)
-            bar.update(1)
-            bar.set_postfix_str(f"ok={counts['ok']} failed={counts['failed']} left={len(todo) - sum(counts.values())}",
-                                refresh=False)
-
+        rows = _RowTally(manifest, len(todo), config)
+        counts, worker_seconds, on_row, bar = rows.counts, rows.worker_seconds, rows.record, rows.bar
         run_info: dict = {}
         interrupted = True
         t_run = time.perf_counter()
@@ -199,6 +180,42 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log) -> dict:
         summary["failures"] = summary.pop("failures")  # last: the longest entry
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _open_out_dir(config: BatchConfig, jobs: list[CineJob], out: Path, state: Path
+                  ) -> tuple[bool, Manifest, list[CineJob], int]:
+    """Under the job's lock: check OUT_DIR holds this job (or none), drop it on ``redo``, load the
+    manifest, remove stale temporaries; returns (resumed, manifest, jobs to do, jobs already done)."""
+    resumed = check_identity(out, _identity(config), config.redo)
+    if config.redo:
+        for stale in (out / "manifest.csv", journal_path(state)):
+            stale.unlink(missing_ok=True)
+    manifest = Manifest.load(out / "manifest.csv", config.flush_seconds)
+    remove_stale_temporaries(out)
+    todo, already = _resume(jobs, manifest, state, config.progress)
+    manifest.flush()
+    return resumed, manifest, todo, already
+
+
+class _RowTally:
+    """Each finished cine's row: into the manifest, the status counts, the worker seconds (wall, CPU)
+    and the progress bar."""
+
+    def __init__(self, manifest: Manifest, total: int, config: BatchConfig):
+        self.manifest, self.total = manifest, total
+        self.counts: Counter = Counter()
+        self.worker_seconds = [0.0, 0.0]  # wall, CPU
+        self.bar = tqdm(total=total, desc=f"batch {config.method}", unit="cine", file=sys.stderr,
+                        disable=not config.progress, smoothing=0.05)
+
+    def record(self, row: dict) -> None:
+        self.manifest.record(row)
+        self.counts[row["status"]] += 1
+        self.worker_seconds[0] += float(row.get("seconds") or 0.0)
+        self.worker_seconds[1] += float(row.get("cpu_seconds") or 0.0)
+        self.bar.update(1)
+        left = self.total - sum(self.counts.values())
+        self.bar.set_postfix_str(f"ok={self.counts['ok']} failed={self.counts['failed']} left={left}", refresh=False)
 
 
 def _run_local(todo: list[CineJob], spec: WorkerSpec, retries: int, on_row: Callable[[dict], None]) -> dict:

@@ -112,22 +112,7 @@ def relearn_distributed(job: CollectionJob, workers: int, address: str | None = 
     ``max_failures``: how many times Ray Train restarts the worker group after a worker dies; each
     restart resumes from the last ``OUT.last.pt`` (so at most ``save_every`` steps are redone).
     """
-    if workers < 1:
-        raise CinepropError("--workers must be at least 1")
-    job = job.absolute()
-    sources = job.sources()                       # user errors surface here, before Ray starts
-    if len(sources) < workers:
-        raise InputError(where(job.data_dir, f"{len(sources)} image(s) for {workers} workers: "
-                                             f"use at most {len(sources)} workers"))
-    if job.checkpoint is not None:
-        from cineprop.checkpoints import read_checkpoint
-
-        if read_checkpoint(job.checkpoint).get("kind") == "relearn":
-            raise InputError(where(job.checkpoint, "collection relearning starts from an image checkpoint"))
-    job.out.parent.mkdir(parents=True, exist_ok=True)
-    if not job.resume:   # start over now, so that a worker group restarted after a failure resumes this run
-        job.last.unlink(missing_ok=True)
-        job = replace(job, resume=True)
+    job = _checked_job(job, workers)
 
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -172,6 +157,29 @@ def relearn_distributed(job: CollectionJob, workers: int, address: str | None = 
         raise CinepropError("distributed relearning ended without a result from rank 0")
     summary["wall_minutes"] = (time.time() - started) / 60.0
     return summary
+
+
+def _checked_job(job: CollectionJob, workers: int) -> CollectionJob:
+    """``job`` with absolute paths, checked before Ray starts (user errors surface here), set to resume
+    (a fresh run's old ``last.pt`` removed now, so that a worker group restarted after a failure
+    resumes this run)."""
+    if workers < 1:
+        raise CinepropError("--workers must be at least 1")
+    job = job.absolute()
+    sources = job.sources()
+    if len(sources) < workers:
+        raise InputError(where(job.data_dir, f"{len(sources)} image(s) for {workers} workers: "
+                                             f"use at most {len(sources)} workers"))
+    if job.checkpoint is not None:
+        from cineprop.checkpoints import read_checkpoint
+
+        if read_checkpoint(job.checkpoint).get("kind") == "relearn":
+            raise InputError(where(job.checkpoint, "collection relearning starts from an image checkpoint"))
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    if not job.resume:
+        job.last.unlink(missing_ok=True)
+        job = replace(job, resume=True)
+    return job
 
 
 def _poll(tracker, on_step: Callable[[int, dict], None], stop: threading.Event) -> None:

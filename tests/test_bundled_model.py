@@ -51,3 +51,15 @@ def test_bundled_refiner_improves_the_carrier_on_the_sample_cines(sample_dir):
               for name, options in steps.items()}
     assert scores["whole"] > scores["off"] + 0.02, scores
     assert scores["half"] > scores["off"] + 0.01, scores
+
+
+def test_the_network_alone_bridges_three_painted_frames_better_than_flow(sample_dir):
+    """Network alone (``flow_weight=0``), 3 painted frames per label: each frame between two painted
+    frames is decoded with both as shots (``SessionConfig.bridge``). Measured on these cines 0.744
+    (0.706 without the bridge), flow 0.712, DIS 0.734."""
+    cases = find_cases(sample_dir)
+    methods = {"bridge": build_propagator("model", flow_weight=0.0),
+               "sweeps": build_propagator("model", flow_weight=0.0, bridge=False), "flow": build_propagator("flow")}
+    scores = {name: evaluate(cases, method, "first", 3, progress=False)["mean_dice"] for name, method in methods.items()}
+    assert scores["bridge"] > scores["sweeps"] + 0.02, scores
+    assert scores["bridge"] > scores["flow"] + 0.01, scores

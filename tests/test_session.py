@@ -75,6 +75,42 @@ def test_repropagation_recomputes_only_what_changed(model, cine_and_labels):
     assert session.propagate().support_frames == [2]
 
 
+def test_frames_between_painted_frames_are_bridged_once(model, cine_and_labels):
+    """Painted at 2 and 9: frames 3..8 are decoded once more with both paintings as shots (all labels in
+    one pass), cached, and that bridge is their result; a paint at 5 re-bridges only 3..4 and 6..8."""
+    cine, labels = cine_and_labels
+    session = PropagationSession(model, cine)
+    for f in (2, 9):
+        session.add_support(f, labels[:, :, f])
+    calls, handle = count_decodes(model)
+    try:
+        result = session.propagate()
+    finally:
+        handle.remove()
+    assert session.stats["bridged"] == 6 * 2 and len(calls) == 2 * 8 + 6     # 8 query frames per sweep
+    plain = PropagationSession(model, cine, SessionConfig(bridge=False))
+    for f in (2, 9):
+        plain.add_support(f, labels[:, :, f])
+    unbridged = plain.propagate()
+    assert plain.stats["bridged"] == 0
+    between, outside = slice(3, 9), [0, 1, 10, 11]
+    for k in (1, 2):       # the bridge replaces the sweeps' blend between the paintings, nowhere else
+        assert not np.allclose(result.probabilities[k][:, :, between], unbridged.probabilities[k][:, :, between])
+        np.testing.assert_array_equal(result.probabilities[k][:, :, outside],
+                                      unbridged.probabilities[k][:, :, outside])
+    session.propagate()
+    assert session.stats["bridged"] == 6 * 2                 # nothing changed: nothing bridged again
+    session.add_support(5, labels[:, :, 5])
+    corrected = session.propagate()
+    assert session.stats["bridged"] == 6 * 2 + 5 * 2
+    fresh = PropagationSession(model, cine)
+    for f in (2, 5, 9):
+        fresh.add_support(f, labels[:, :, f])
+    again = fresh.propagate()
+    for k in (1, 2):
+        np.testing.assert_allclose(again.probabilities[k], corrected.probabilities[k], atol=1e-5)
+
+
 def test_forward_results_before_a_correction_are_reused(model, cine_and_labels):
     cine, labels = cine_and_labels
     session = PropagationSession(model, cine)

@@ -13,9 +13,10 @@ Within a sweep each query frame is segmented from the nearest painted frames beh
 masked support encodings, weighted by temporal distance) plus a *memory*: the last prediction of
 the sweep whose confidence passed ``memory_threshold`` (feature-masked, so it costs no extra
 backbone pass). Low-confidence predictions are never written to memory, so one bad frame does not
-contaminate the rest of a long clip. The two sweeps are blended by temporal distance; where both
-exist, their disagreement lowers the frame's confidence. All labels go through one forward pass
-(batch dimension = labels).
+contaminate the rest of a long clip. A frame between two painted frames is decoded once more with
+both of them as its shots (the *bridge*, ``SessionConfig.bridge``); elsewhere the two sweeps are
+blended by temporal distance. Where both sweeps reach a frame, their disagreement lowers its
+confidence. All labels go through one forward pass (batch dimension = labels).
 
 *Flow blend* (``flow_weight``, default 0.9): the model's probabilities are blended with the painted
 masks carried frame to frame by dense optical flow (the ``dis`` baseline by default, ``flow_method``;
@@ -36,11 +37,11 @@ import numpy as np
 import torch
 
 from cineprop.errors import SupportError
-from cineprop.flow import flow_box
 from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.roi import Roi, bounding_box, roi_around
+from cineprop.session_carrier import CarrierBlend, blend_with_flow  # noqa: F401 (re-exported)
 from cineprop.session_config import SessionConfig
 from cineprop.shots import certainty, shot_weight, useful_shots
 from cineprop.support import SupportSet
@@ -59,14 +60,7 @@ class _Sweep:
     memory_keys: dict[int, int] = field(default_factory=dict)   # label -> key of the result its memory came from
 
 
-def blend_with_flow(model: np.ndarray, carried: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(1 − weight)·model + weight·carried`` (both ``H×W×T``) and their per-frame Dice agreement (T)."""
-    agreement = np.array([dice(model[:, :, i] > 0.5, carried[:, :, i] > 0.5) for i in range(model.shape[2])],
-                         np.float32)
-    return (1.0 - weight) * model + weight * carried, agreement
-
-
-class PropagationSession:
+class PropagationSession(CarrierBlend):
     """State of one cine being segmented (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, cine: Cine, config: SessionConfig = SessionConfig(),
@@ -85,6 +79,7 @@ class PropagationSession:
         self._flow_field = None                                  # the carrier's field, built on first use
         self._carrier = None                                     # the carrier on that field (caches its chains)
         self._flow_carried = None                                # (support key, its flow Propagation)
+        self._bridges: dict[tuple[int, int], tuple[tuple, np.ndarray]] = {}   # (frame, label) -> (key, R×R prob)
         self.stats: Counter = Counter()
         #: ``{label: T×R×R}`` foreground probabilities of the last :meth:`propagate` inside the ROI.
         self.roi_probabilities: dict[int, np.ndarray] = {}
@@ -127,7 +122,7 @@ class PropagationSession:
         tensors += [t for enc in self._encodings.values() for t in enc]
         total = self.frames.nbytes + sum(t.element_size() * t.nelement() for t in tensors)
         total += sum(p.nbytes for sweeps in self._sweeps.values() for s in sweeps.values() for p in s.probs.values())
-        total += sum(p.nbytes for p in self.roi_probabilities.values())
+        total += sum(p.nbytes for p in self.roi_probabilities.values()) + sum(p.nbytes for _, p in self._bridges.values())
         if self._flow_field is not None:
             total += self._flow_field.nbytes + self._carrier.cached_bytes
         return int(total)
@@ -157,6 +152,7 @@ class PropagationSession:
             self._features.clear()
             self._encodings.clear()
             self._sweeps = {1: {}, -1: {}}
+            self._bridges = {}
 
     # ---- features ------------------------------------------------------------------------------
     def _crop(self, frame_idx: int) -> np.ndarray:
@@ -211,12 +207,14 @@ class PropagationSession:
         probabilities = {label: np.zeros((h, w, t), np.float32) for label in self.supports}
         confidence = np.ones((len(self.supports), t), np.float32)
         self.roi_probabilities = {}
-        for slot, label in enumerate(sorted(self.supports)):
-            roi_probs = self.roi_probabilities[label] = np.zeros((t, self.resolution, self.resolution), np.float32)
-            for i in range(t):
-                f, b = forward[i], backward[i]
-                p, conf = self._blend(label, i, f, b)
-                roi_probs[i] = p
+        labels = sorted(self.supports)
+        for label in labels:
+            self.roi_probabilities[label] = np.zeros((t, self.resolution, self.resolution), np.float32)
+        for i in range(t):
+            bridges = self._bridge(i, forward[i], backward[i])
+            for slot, label in enumerate(labels):
+                p, conf = self._blend(label, i, forward[i], backward[i], bridges.get(label))
+                self.roi_probabilities[label][i] = p
                 probabilities[label][:, :, i] = self.roi.paste(p, (h, w))
                 confidence[slot, i] = conf
         support = self.support_set()
@@ -226,62 +224,48 @@ class PropagationSession:
         return finish(probabilities, confidence.min(axis=0), support, time.perf_counter() - start, details,
                       self.config.flag_threshold)
 
-    def flow_carried(self, support: SupportSet) -> Propagation:
-        """The ``flow_method`` baseline on this cine (fields computed once per session, the result once per support)."""
-        from cineprop.baselines import CARRIERS
-        from cineprop.errors import CinepropError
-
-        if self.config.flow_method not in CARRIERS:
-            raise CinepropError(f"unknown flow_method {self.config.flow_method!r}; choose one of {', '.join(CARRIERS)}")
-        carrier = CARRIERS[self.config.flow_method]
-        if self.config.flow_box:
-            carrier.require_boxable("flow_box")
-        box = flow_box(support.all_masks(), self.cine.shape[:2]) if self.config.flow_box else None
-        if self._flow_field is None or getattr(self._flow_field, "box", None) != box:   # new box: new flows
-            self._flow_field = carrier().boxed_field(self.cine.frames, box)
-            self._carrier = carrier(self._flow_field, **self.config.carrier_options())
-            self._flow_carried = None
-        key = tuple((label, f, hash(m.tobytes()))
-                    for label in support.labels for f, m in sorted(support.masks[label].items()))
-        if self._flow_carried is None or self._flow_carried[0] != key:      # stage 2 of relearning asks again
-            self._flow_carried = key, self._carrier.propagate(self.cine, support)
-        return self._flow_carried[1]
-
-    def _blend_flow(self, probabilities: dict[int, np.ndarray], support: SupportSet) -> np.ndarray:
-        """Blend ``probabilities`` (label → H×W×T) with the flow-carried masks, in place; return the
-        frame confidence (labels × T): the carrier's own confidence bounded by the network–carrier
-        agreement, averaged with the anchored registration's match with the painted frame
-        (:func:`cineprop.flow.registration_match`) when the carrier anchors.
-
-        The blended masks are mostly the carrier's, so the network's crispness says little about
-        them; on the 20 ACDC val cines the "next flagged" loop of ``cineprop simulate`` (target 0.85)
-        painted 86.7 % of the frames with the network's certainty in the minimum and 71.0 % without
-        it. The agreement alone flagged 61 % of the smooth-motion tuning frames, where 1 % are bad (the
-        network drifts on long cines, the carrier does not); averaged with the match, 7 %, with the
-        same "next flagged" result on ACDC val (68.1 %) (docs/benchmarks.md, "Annotation burden").
-        """
-        carried = self.flow_carried(support)
-        match = carried.details.get("match")            # anchored carrier: registration match per label
-        confidence = np.empty((len(self.supports), self.cine.num_frames), np.float32)
-        for slot, label in enumerate(sorted(self.supports)):
-            probabilities[label], agreement = blend_with_flow(probabilities[label], carried.probabilities[label],
-                                                              self.config.flow_weight)
-            if match is not None:
-                agreement = 0.5 * (agreement + np.clip(match[label], 0.0, 1.0))
-            confidence[slot] = np.minimum(agreement, carried.confidence)
-        return confidence
-
-    def _blend(self, label: int, frame_idx: int, f: _Sweep, b: _Sweep) -> tuple[np.ndarray, float]:
+    def _blend(self, label: int, frame_idx: int, f: _Sweep, b: _Sweep,
+               bridge: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """One label's probability (``R×R``) and certainty at a frame from the two sweeps: the bridge where
+        there is one, else the sweeps blended by distance to their painted frames; where both sweeps
+        reach the frame, their disagreement bounds the certainty."""
         in_f, in_b = label in f.probs, label in b.probs
         if in_f and in_b:
             a, z = f.anchor[label], b.anchor[label]
             if a == z:
                 return f.probs[label], 1.0
             wf = (z - frame_idx) / (z - a)
-            p = wf * f.probs[label] + (1.0 - wf) * b.probs[label]
+            p = bridge if bridge is not None else wf * f.probs[label] + (1.0 - wf) * b.probs[label]
             return p, min(certainty(p), dice(f.probs[label] > 0.5, b.probs[label] > 0.5))
         only = f if in_f else b
         return only.probs[label], only.certainty[label]
+
+    def _bridge(self, frame_idx: int, f: _Sweep, b: _Sweep) -> dict[int, np.ndarray]:
+        """``{label: R×R probability}`` decoded with the painted frames on both sides of ``frame_idx`` as
+        its two shots (``SessionConfig.bridge``), for the labels painted on both sides; cached by frame
+        and the two paintings, so a correction re-decodes only the frames between its neighbours."""
+        cfg, todo, out = self.config, [], {}
+        if not cfg.bridge:
+            return out
+        for label in sorted(self.supports):
+            a, z = f.anchor.get(label), b.anchor.get(label)
+            if a is None or z is None or a == z:
+                continue
+            masks = self.supports[label]
+            key = (self.roi, a, z, hash(masks[a].tobytes()), hash(masks[z].tobytes()))
+            cached = self._bridges.get((frame_idx, label))
+            if cached is not None and cached[0] == key:
+                out[label] = cached[1]
+                continue
+            weights = [shot_weight(frame_idx - a, cfg.temporal_scale), shot_weight(z - frame_idx, cfg.temporal_scale)]
+            todo.append((label, [self._encoding(label, a), self._encoding(label, z)], weights, key))
+        if todo:
+            probs = self._decode_batch(frame_idx, 1, [job[:3] for job in todo])
+            self.stats["bridged"] += len(todo)
+            for (label, _, _, key), prob in zip(todo, probs):
+                self._bridges[(frame_idx, label)] = key, prob
+                out[label] = prob
+        return out
 
     def _frame_key(self, static: int, frame_idx: int, anchors: dict[int, list[int]],
                    memory_keys: dict[int, int], mask_hash: dict[tuple[int, int], int]) -> int:

@@ -37,6 +37,13 @@ class SessionConfig:
             or more frames farther than the nearest, at ``temporal_scale`` 3) no label's Dice changed
             on the smooth-motion tuning set with 3 shots (frames 0, 30, 59), and a correction stays
             local: re-propagation decodes only the frames near the new paint (docs/benchmarks.md).
+        bridge: a frame between two painted frames is decoded once more with both of them as its shots
+            (weighted by :func:`cineprop.shots.shot_weight`, no memory), and that *bridge* replaces the two
+            sweeps' distance blend; the sweeps' disagreement still bounds its certainty. The network
+            alone with 3 painted frames (first frame, ``flow_weight=0``) scored 0.713 → 0.750 on ACDC val
+            (shot weights by distance as the sweeps: 0.750; linear 0.746; equal 0.749; the bridge averaged
+            with the sweeps 0.746), 0.696 → 0.742 on test (docs/benchmarks.md, "Between painted frames:
+            one decode with both").
         memory_needs_object: never write an empty prediction to memory. An empty map is "certain",
             but as a shot it carries nothing and dilutes the painted frames' masks, so after one
             dropout frame the object would be lost for the rest of the clip.
@@ -113,6 +120,7 @@ class SessionConfig:
     support_weight_floor: float = 0.0
     shot_cutoff: float = 0.01
     memory_needs_object: bool = True
+    bridge: bool = True
     flow_weight: float = 0.9
     flow_method: str = "dis"
     flow_box: bool = False

@@ -56,3 +56,22 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, sample_dir):
     assert best["meta"]["best"]["step"] == best_record["step"] == whole["best"]["step"]
     assert best["meta"]["recipe"]["steps"] == 4 and best["meta"]["train_sequences"] == 2
     assert (tmp_path / "whole" / "curve.png").stat().st_size > 0
+
+
+def test_width_scale_trains_a_wider_network_that_loads_back(tmp_path, sample_dir, capsys):
+    """``--width-scale 1.5``: channel widths × 1.5 (multiples of 4) in the checkpoint, which loads as that
+    architecture; a scale outside 0.25..4 is refused before any work."""
+    from cineprop.checkpoints import load_model
+    from cineprop.cli import main
+
+    data = _data_folder(tmp_path / "data", sample_dir)
+    args = ["train-image", "--data", str(data), "--steps", "2", "--batch", "2", "--resolution", "64",
+            "--image-sets", "--validate-every", "2", "--threads", "1"]
+    assert main(args + ["--out", str(tmp_path / "wide"), "--width-scale", "1.5"]) == 0
+    model, _ = load_model(str(tmp_path / "wide" / "best.pt"))
+    assert tuple(model.config.widths) == (36, 72, 144, 240) and tuple(model.config.decoder) == (96, 72, 48)
+    narrow = sum(p.numel() for p in load_model(None)[0].parameters())
+    assert sum(p.numel() for p in model.parameters()) > 2 * narrow
+    assert main(args + ["--out", str(tmp_path / "bad"), "--width-scale", "10"]) != 0
+    assert "--width-scale 10.0 is outside 0.25..4" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backbone", default="light", choices=["light", "resnet18"])
     p.add_argument("--backbone-weights", default=None,
                    help="local torchvision resnet18 state dict (e.g. ImageNet) to initialise --backbone resnet18")
+    p.add_argument("--width-scale", type=float, default=1.0,
+                   help="multiply the light backbone's and the decoder's channel widths (1.5: about 2× the "
+                        "parameters); a wider network is a new model, so --init cannot start it from a narrower one")
     p.add_argument("--exclude-labels", type=int, nargs="*", default=[],
                    help="ACDC labels never shown in training (e.g. 3 to hold out the LV)")
     p.add_argument("--image-sets", nargs="*", default=["hc18", "busi", "chasedb1"])
@@ -37,14 +40,29 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cineprop.model import ModelConfig
     from cineprop.training.train_image import TrainConfig, train_image
 
     cfg = TrainConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                       validate_every=args.validate_every, exclude_labels=tuple(args.exclude_labels),
                       acdc=not args.no_acdc, image_sets=tuple(args.image_sets), val_limit=args.val_limit,
                       backbone_weights=args.backbone_weights, threads=args.threads, init=args.init,
-                      model=ModelConfig(resolution=args.resolution, backbone=args.backbone))
+                      model=_model_config(args))
     summary = train_image(cfg, resume=not args.no_resume)
     print(f"best val Dice {summary['best']['dice']:.4f} at step {summary['best']['step']}: {args.out}/best.pt")
     return 0
+
+
+def _model_config(args: argparse.Namespace):
+    """The architecture from the flags: ``--width-scale`` scales the default widths, rounded to multiples of 4."""
+    from cineprop.errors import CinepropError
+    from cineprop.model import ModelConfig
+
+    if not 0.25 <= args.width_scale <= 4:
+        raise CinepropError(f"--width-scale {args.width_scale} is outside 0.25..4")
+    base = ModelConfig()
+
+    def scaled(widths: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(max(4, 4 * round(w * args.width_scale / 4)) for w in widths)
+
+    return ModelConfig(resolution=args.resolution, backbone=args.backbone, widths=scaled(base.widths),
+                       blocks=base.blocks, decoder=scaled(base.decoder))

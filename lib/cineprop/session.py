@@ -41,7 +41,7 @@ from cineprop.io.cine import Cine
 from cineprop.metrics import dice
 from cineprop.propagation import Propagation, finish
 from cineprop.roi import Roi, bounding_box, roi_around
-from cineprop.session_carrier import CarrierBlend, blend_with_flow  # noqa: F401 (re-exported)
+from cineprop.session_carrier import CarrierBlend
 from cineprop.session_config import SessionConfig
 from cineprop.shots import certainty, shot_weight, useful_shots
 from cineprop.support import SupportSet
@@ -122,7 +122,8 @@ class PropagationSession(CarrierBlend):
         tensors += [t for enc in self._encodings.values() for t in enc]
         total = self.frames.nbytes + sum(t.element_size() * t.nelement() for t in tensors)
         total += sum(p.nbytes for sweeps in self._sweeps.values() for s in sweeps.values() for p in s.probs.values())
-        total += sum(p.nbytes for p in self.roi_probabilities.values()) + sum(p.nbytes for _, p in self._bridges.values())
+        total += sum(p.nbytes for p in self.roi_probabilities.values())
+        total += sum(p.nbytes for _, p in self._bridges.values())
         if self._flow_field is not None:
             total += self._flow_field.nbytes + self._carrier.cached_bytes
         return int(total)

@@ -27,7 +27,8 @@ from cineprop.relearn.clip_from_stage1 import build_clip, run_stage1
 from cineprop.relearn.config import RelearnConfig
 from cineprop.relearn.relearner import ConsistencyRelearner
 from cineprop.relearn.two_stage import ClipEncoder, VideoClip, predict
-from cineprop.session import PropagationSession, SessionConfig, blend_with_flow
+from cineprop.session import PropagationSession, SessionConfig
+from cineprop.session_carrier import blend_with_flow
 from cineprop.support import SupportSet
 from cineprop.threads import configure_threads
 

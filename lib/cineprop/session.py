@@ -204,7 +204,8 @@ class PropagationSession(CarrierBlend):
             raise SupportError("no support: paint at least one structure on at least one frame")
         start = time.perf_counter()
         h, w, t = self.cine.shape
-        forward, backward = self._sweep(1), self._sweep(-1)
+        mask_hash = self._mask_hashes()
+        forward, backward = self._sweep(1, mask_hash), self._sweep(-1, mask_hash)
         probabilities = {label: np.zeros((h, w, t), np.float32) for label in self.supports}
         confidence = np.ones((len(self.supports), t), np.float32)
         self.roi_probabilities = {}
@@ -212,7 +213,7 @@ class PropagationSession(CarrierBlend):
         for label in labels:
             self.roi_probabilities[label] = np.zeros((t, self.resolution, self.resolution), np.float32)
         for i in range(t):
-            bridges = self._bridge(i, forward[i], backward[i])
+            bridges = self._bridge(i, forward[i], backward[i], mask_hash)
             for slot, label in enumerate(labels):
                 p, conf = self._blend(label, i, forward[i], backward[i], bridges.get(label))
                 self.roi_probabilities[label][i] = p
@@ -235,13 +236,16 @@ class PropagationSession(CarrierBlend):
             a, z = f.anchor[label], b.anchor[label]
             if a == z:
                 return f.probs[label], 1.0
-            wf = (z - frame_idx) / (z - a)
-            p = bridge if bridge is not None else wf * f.probs[label] + (1.0 - wf) * b.probs[label]
+            p = bridge
+            if p is None:
+                wf = (z - frame_idx) / (z - a)
+                p = wf * f.probs[label] + (1.0 - wf) * b.probs[label]
             return p, min(certainty(p), dice(f.probs[label] > 0.5, b.probs[label] > 0.5))
         only = f if in_f else b
         return only.probs[label], only.certainty[label]
 
-    def _bridge(self, frame_idx: int, f: _Sweep, b: _Sweep) -> dict[int, np.ndarray]:
+    def _bridge(self, frame_idx: int, f: _Sweep, b: _Sweep,
+                mask_hash: dict[tuple[int, int], int]) -> dict[int, np.ndarray]:
         """``{label: R×R probability}`` decoded with the painted frames on both sides of ``frame_idx`` as
         its two shots (``SessionConfig.bridge``), for the labels painted on both sides; cached by frame
         and the two paintings, so a correction re-decodes only the frames between its neighbours."""
@@ -252,8 +256,7 @@ class PropagationSession(CarrierBlend):
             a, z = f.anchor.get(label), b.anchor.get(label)
             if a is None or z is None or a == z:
                 continue
-            masks = self.supports[label]
-            key = (self.roi, a, z, hash(masks[a].tobytes()), hash(masks[z].tobytes()))
+            key = (self.roi, a, z, mask_hash[(label, a)], mask_hash[(label, z)])
             cached = self._bridges.get((frame_idx, label))
             if cached is not None and cached[0] == key:
                 out[label] = cached[1]
@@ -287,13 +290,16 @@ class PropagationSession(CarrierBlend):
                 parts.append((label, shots, memory_keys.get(label)))
         return hash((static, frame_idx, tuple(parts)))
 
-    def _sweep(self, direction: int) -> dict[int, _Sweep]:
+    def _mask_hashes(self) -> dict[tuple[int, int], int]:
+        """``{(label, frame): hash of its painted mask}``, once per :meth:`propagate`: what the sweeps' and
+        the bridge's caches key on."""
+        return {(label, f): hash(m.tobytes()) for label, frames in self.supports.items() for f, m in frames.items()}
+
+    def _sweep(self, direction: int, mask_hash: dict[tuple[int, int], int]) -> dict[int, _Sweep]:
         t = self.cine.num_frames
         cache = self._sweeps[direction]
         order = range(t) if direction > 0 else range(t - 1, -1, -1)
         static = hash((direction, self.roi, self.config))
-        mask_hash = {(label, f): hash(m.tobytes()) for label, frames in self.supports.items()
-                     for f, m in frames.items()}
         memory: dict[int, tuple[int, torch.Tensor]] = {}
         memory_keys: dict[int, int] = {}
         anchors: dict[int, list[int]] = {}
